@@ -1,0 +1,77 @@
+// Each binary answers --help and --version; each server, started as a real process on an
+// ephemeral loopback port, reports SERVING and exits 0 on SIGTERM and SIGINT.
+#include <csignal>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
+#include "tests/support/health.h"
+#include "tests/support/process.h"
+
+namespace ftune::testing {
+namespace {
+
+class BinaryFlagsTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(BinaryFlagsTest, HelpExitsZero) {
+  auto result = RunCommand({BinaryPath(GetParam()), "--help"}, absl::Seconds(30));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(result->out, "--help")) << result->out;
+}
+
+TEST_P(BinaryFlagsTest, VersionNamesTheBinary) {
+  auto result = RunCommand({BinaryPath(GetParam()), "--version"}, absl::Seconds(30));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->exit_code, 0);
+  EXPECT_TRUE(absl::StartsWith(result->out, GetParam() + " ")) << result->out;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllBinaries, BinaryFlagsTest,
+                         ::testing::Values("ftcontroller", "ftworker", "ftserve", "ftctl"));
+
+struct ServerCase {
+  std::string name;
+  std::vector<std::string> args;  // after the binary path; {tmp} becomes a temp dir
+  int signo;
+};
+
+class ServerLifecycleTest : public ::testing::TestWithParam<ServerCase> {};
+
+TEST_P(ServerLifecycleTest, ServesHealthAndStopsOnSignal) {
+  const ServerCase& c = GetParam();
+  const std::string tmp = MakeTempDir(c.name);
+  std::vector<std::string> argv = {BinaryPath(c.name)};
+  for (const std::string& arg : c.args) argv.push_back(arg == "{tmp}" ? tmp : arg);
+  auto child = ChildProcess::Start(argv);
+  ASSERT_TRUE(child.ok()) << child.status();
+  auto address = child->WaitForListening(absl::Seconds(60));
+  ASSERT_TRUE(address.ok()) << address.status();
+
+  auto health = CheckHealth(*address, absl::Seconds(10));
+  ASSERT_TRUE(health.ok()) << health.status();
+  EXPECT_EQ(*health, "SERVING");
+
+  child->Signal(c.signo);
+  auto code = child->Wait(absl::Seconds(30));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Servers, ServerLifecycleTest,
+    ::testing::Values(
+        ServerCase{"ftcontroller", {"--listen", "127.0.0.1:0", "--data-dir", "{tmp}"}, SIGTERM},
+        ServerCase{"ftcontroller", {"--listen", "127.0.0.1:0", "--data-dir", "{tmp}"}, SIGINT},
+        ServerCase{"ftserve", {"--listen", "127.0.0.1:0"}, SIGTERM},
+        ServerCase{"ftworker",
+                   {"run", "--controller", "127.0.0.1:1", "--listen", "127.0.0.1:0"},
+                   SIGTERM}),
+    [](const ::testing::TestParamInfo<ServerCase>& info) {
+      return info.param.name + (info.param.signo == SIGINT ? "_sigint" : "_sigterm");
+    });
+
+}  // namespace
+}  // namespace ftune::testing
