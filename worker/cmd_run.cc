@@ -44,6 +44,9 @@ int Run(const RunFlags& flags) {
 
 }  // namespace
 
+void AddRunCommand(CLI::App& app, int* exit_code);
+FTWORKER_COMMAND("run", AddRunCommand);
+
 void AddRunCommand(CLI::App& app, int* exit_code) {
   auto flags = std::make_shared<RunFlags>();
   CLI::App* cmd = app.add_subcommand("run", "Run the worker daemon: pull jobs from a controller");
