@@ -1,0 +1,138 @@
+#include "common/job_spec.h"
+
+#include <cmath>
+#include <set>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace ftune {
+namespace {
+
+using ftune::v1::JobSpec;
+
+absl::Status Bad(absl::string_view field, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
+}
+
+bool InRange(double v, double lo, double hi) { return std::isfinite(v) && v >= lo && v <= hi; }
+
+absl::Status ValidateDataset(const ftune::v1::DatasetSpec& d) {
+  if (d.path().empty()) return Bad("dataset.path", "required");
+  if (!ftune::v1::DatasetLayout_IsValid(d.layout())) return Bad("dataset.layout", "unknown value");
+  if (!ftune::v1::SplitStrategy_IsValid(d.split())) return Bad("dataset.split", "unknown value");
+  if (d.has_eval_fraction() &&
+      !(std::isfinite(d.eval_fraction()) && d.eval_fraction() > 0 && d.eval_fraction() < 1)) {
+    return Bad("dataset.eval_fraction", "must be between 0 and 1 (exclusive)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateTraining(const ftune::v1::TrainingConfig& t) {
+  if (t.epochs() > 1000) return Bad("training.epochs", "must be 1..1000");
+  if (t.batch_size() > 4096) return Bad("training.batch_size", "must be 1..4096");
+  if (t.grad_accum() > 1024) return Bad("training.grad_accum", "must be 1..1024");
+  if (t.has_learning_rate() && !(InRange(t.learning_rate(), 0, 1) && t.learning_rate() > 0)) {
+    return Bad("training.learning_rate", "must be in (0, 1]");
+  }
+  if (t.warmup_steps() > 10'000'000) return Bad("training.warmup_steps", "must be <= 10000000");
+  if (t.has_warmup_ratio() && !(InRange(t.warmup_ratio(), 0, 1) && t.warmup_ratio() < 1)) {
+    return Bad("training.warmup_ratio", "must be in [0, 1)");
+  }
+  if (!ftune::v1::LrSchedule_IsValid(t.schedule())) return Bad("training.schedule", "unknown value");
+  if (t.has_weight_decay() && !InRange(t.weight_decay(), 0, 10)) {
+    return Bad("training.weight_decay", "must be in [0, 10]");
+  }
+  if (t.has_max_grad_norm() && !InRange(t.max_grad_norm(), 0, 1e6)) {
+    return Bad("training.max_grad_norm", "must be in [0, 1e6] (0 disables clipping)");
+  }
+  if (!ftune::v1::Precision_IsValid(t.precision())) return Bad("training.precision", "unknown value");
+  if (t.freeze_layers() > 256) return Bad("training.freeze_layers", "must be 0..256");
+  if (t.has_max_seconds() && !InRange(t.max_seconds(), 0, 3600)) {
+    return Bad("training.max_seconds", "must be in [0, 3600] (0 = no limit)");
+  }
+  if (t.has_keep_last() && t.keep_last() > 1000) return Bad("training.keep_last", "must be 0..1000");
+  if (!t.metric_for_best().empty() && t.metric_for_best() != "accuracy" &&
+      t.metric_for_best() != "macro_f1" && t.metric_for_best() != "eval_loss") {
+    return Bad("training.metric_for_best", "must be accuracy, macro_f1 or eval_loss");
+  }
+  if (t.early_stopping_patience() > 10000) {
+    return Bad("training.early_stopping_patience", "must be 0..10000");
+  }
+  if (t.has_early_stopping_threshold() && !InRange(t.early_stopping_threshold(), 0, 1e6)) {
+    return Bad("training.early_stopping_threshold", "must be >= 0");
+  }
+  if (t.log_every_steps() > 1'000'000) return Bad("training.log_every_steps", "must be <= 1000000");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+bool IsValidDeviceName(const std::string& device) {
+  if (device.empty() || device == "auto" || device == "cpu" || device == "cuda") return true;
+  absl::string_view rest = device;
+  if (!absl::ConsumePrefix(&rest, "cuda:") || rest.empty() || rest.size() > 3) return false;
+  int index = 0;
+  for (char c : rest) {
+    if (c < '0' || c > '9') return false;
+  }
+  return absl::SimpleAtoi(rest, &index) && index >= 0;
+}
+
+absl::Status ValidateJobSpec(const JobSpec& spec) {
+  if (!spec.has_dataset()) return Bad("dataset.path", "required");
+  if (absl::Status s = ValidateDataset(spec.dataset()); !s.ok()) return s;
+  if (spec.model().empty()) return Bad("model", "required (a preset or a checkpoint folder)");
+  std::set<std::string> seen;
+  for (int i = 0; i < spec.labels_size(); ++i) {
+    const std::string& label = spec.labels(i);
+    if (label.empty()) return Bad(absl::StrCat("labels[", i, "]"), "empty label");
+    if (!seen.insert(label).second) {
+      return Bad(absl::StrCat("labels[", i, "]"), absl::StrCat("'", label, "' listed twice"));
+    }
+  }
+  if (spec.labels_size() == 1) return Bad("labels", "need at least two labels");
+  if (absl::Status s = ValidateTraining(spec.training()); !s.ok()) return s;
+  if (!IsValidDeviceName(spec.device())) {
+    return Bad("device", absl::StrCat("'", spec.device(), "' is not auto, cpu, cuda or cuda:N"));
+  }
+  if (spec.threads() > 1024) return Bad("threads", "must be 0..1024 (0 = all cores)");
+  if (spec.output_dir().empty()) return Bad("output_dir", "required");
+  if (spec.has_max_restarts() && spec.max_restarts() > 100) {
+    return Bad("max_restarts", "must be 0..100");
+  }
+  if (spec.client_request_id().size() > 256) {
+    return Bad("client_request_id", "longer than 256 characters");
+  }
+  if (spec.name().size() > 256) return Bad("name", "longer than 256 characters");
+  return absl::OkStatus();
+}
+
+JobSpec WithDefaults(const JobSpec& spec) {
+  JobSpec out = spec;
+  ftune::v1::DatasetSpec* d = out.mutable_dataset();
+  if (!d->has_eval_fraction()) d->set_eval_fraction(0.2);
+  ftune::v1::TrainingConfig* t = out.mutable_training();
+  if (t->epochs() == 0) t->set_epochs(3);
+  if (t->batch_size() == 0) t->set_batch_size(8);
+  if (t->grad_accum() == 0) t->set_grad_accum(1);
+  if (!t->has_learning_rate()) t->set_learning_rate(5e-5);
+  if (!t->has_warmup_ratio()) t->set_warmup_ratio(0);
+  if (!t->has_weight_decay()) t->set_weight_decay(0);
+  if (!t->has_max_grad_norm()) t->set_max_grad_norm(1.0);
+  if (!t->has_freeze_feature_encoder()) t->set_freeze_feature_encoder(true);
+  if (!t->has_max_seconds()) t->set_max_seconds(0);
+  if (!t->has_keep_last()) t->set_keep_last(2);
+  if (t->metric_for_best().empty()) t->set_metric_for_best("accuracy");
+  if (!t->has_early_stopping_threshold()) t->set_early_stopping_threshold(0);
+  if (!t->has_seed()) t->set_seed(42);
+  if (t->log_every_steps() == 0) t->set_log_every_steps(10);
+  if (out.device().empty()) out.set_device("auto");
+  if (!out.has_max_restarts()) out.set_max_restarts(3);
+  return out;
+}
+
+}  // namespace ftune
