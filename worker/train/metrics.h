@@ -1,0 +1,35 @@
+// Classification metrics over one evaluation pass.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace ftune::train {
+
+struct ClassificationMetrics {
+  int64_t num_samples = 0;
+  double accuracy = 0;
+  // Unweighted mean over classes of F1 (a class with no true and no predicted sample scores 0,
+  // as scikit-learn's zero_division=0).
+  double macro_f1 = 0;
+  std::vector<double> per_class_recall;
+  // Row-major num_labels x num_labels; row = true label, column = predicted label.
+  std::vector<uint32_t> confusion;
+};
+
+// Accumulates (truth, prediction) pairs; labels outside [0, num_labels) are ignored.
+class MetricsAccumulator {
+ public:
+  explicit MetricsAccumulator(int num_labels);
+  void Add(int truth, int predicted);
+  ClassificationMetrics Compute() const;
+
+ private:
+  int num_labels_;
+  std::vector<uint32_t> confusion_;
+};
+
+ClassificationMetrics ComputeMetrics(const std::vector<int>& truth,
+                                     const std::vector<int>& predicted, int num_labels);
+
+}  // namespace ftune::train
