@@ -1,48 +1,49 @@
 // ftcontroller: the job queue, event log and fan-out.
-#include <filesystem>
 #include <string>
 
 #include "CLI/CLI.hpp"
-#include "common/grpc_server.h"
 #include "common/logging.h"
 #include "common/shutdown.h"
 #include "common/version.h"
+#include "server/controller.h"
 #include "spdlog/spdlog.h"
 
 namespace {
 
 struct Flags {
-  std::string listen = "127.0.0.1:7070";
-  std::string data_dir = "ftune-data";
+  ftune::server::ControllerConfig controller;
+  double lease_seconds = 30;
+  double heartbeat_seconds = 10;
   double drain_seconds = 10;
   ftune::LogConfig log{.level = "info", .file = "", .name = "ftcontroller"};
 };
 
-int Run(const Flags& flags) {
+int Run(Flags flags) {
   if (absl::Status s = ftune::SetUpLogging(flags.log); !s.ok()) {
     spdlog::error("{}", s.message());
     return 2;
   }
-  std::error_code ec;
-  std::filesystem::create_directories(flags.data_dir, ec);
-  if (ec) {
-    spdlog::error("cannot create --data-dir {}: {}", flags.data_dir, ec.message());
-    return 1;
+  if (!(flags.lease_seconds > 0) || !(flags.heartbeat_seconds > 0) ||
+      flags.heartbeat_seconds >= flags.lease_seconds) {
+    spdlog::error("--heartbeat-seconds must be > 0 and below --lease-seconds");
+    return 2;
   }
+  flags.controller.manager.lease = absl::Seconds(flags.lease_seconds);
+  flags.controller.manager.heartbeat = absl::Seconds(flags.heartbeat_seconds);
   ftune::InstallShutdownHandlers();
-  ftune::GrpcServerOptions options;
-  options.listen = flags.listen;
-  auto server = ftune::GrpcServer::Start(options, {});
-  if (!server.ok()) {
-    spdlog::error("{}", server.status().message());
+  auto controller = ftune::server::Controller::Start(flags.controller);
+  if (!controller.ok()) {
+    spdlog::error("{}", controller.status().message());
     return 1;
   }
-  ftune::AnnounceListening(**server);
-  spdlog::info("ftcontroller {} serving on {}, data in {}", ftune::kVersion,
-               (*server)->address(), flags.data_dir);
+  ftune::AnnounceListening((*controller)->server());
+  spdlog::info("ftcontroller {} serving on {}{}{}, data in {}", ftune::kVersion,
+               (*controller)->address(), flags.controller.tls.enabled() ? " (TLS)" : "",
+               flags.controller.tokens_file.empty() ? "" : " (tokens)",
+               flags.controller.data_dir);
   const int signo = ftune::WaitForShutdown();
   spdlog::info("signal {}: draining", signo);
-  (*server)->Shutdown(absl::Seconds(flags.drain_seconds));
+  (*controller)->Shutdown(absl::Seconds(flags.drain_seconds));
   return 0;
 }
 
@@ -52,9 +53,24 @@ int main(int argc, char** argv) {
   CLI::App app{"ftcontroller: queues fine-tuning jobs and streams their events"};
   app.set_version_flag("--version", std::string("ftcontroller ") + ftune::kVersion);
   Flags flags;
-  app.add_option("--listen", flags.listen, "host:port to serve on (port 0 = any free port)")
+  ftune::server::ControllerConfig& c = flags.controller;
+  app.add_option("--listen", c.listen, "host:port to serve on (port 0 = any free port)")
       ->capture_default_str();
-  app.add_option("--data-dir", flags.data_dir, "Folder for the SQLite database")
+  app.add_option("--data-dir", c.data_dir, "Folder for the SQLite database")
+      ->capture_default_str();
+  app.add_option("--lease-seconds", flags.lease_seconds,
+                 "A job whose worker sends no heartbeat for this long is requeued")
+      ->capture_default_str();
+  app.add_option("--heartbeat-seconds", flags.heartbeat_seconds,
+                 "How often workers are told to heartbeat")
+      ->capture_default_str();
+  app.add_option("--tls-cert", c.tls.cert_file, "PEM certificate chain: serve TLS");
+  app.add_option("--tls-key", c.tls.key_file, "PEM private key of --tls-cert");
+  app.add_option("--tls-client-ca", c.tls.ca_file,
+                 "PEM CA bundle: require client certificates signed by it (mTLS)");
+  app.add_option("--tokens", c.tokens_file,
+                 "Bearer tokens file, one `scope token` per line (scope client|worker|admin)");
+  app.add_option("--max-message-bytes", c.max_message_bytes, "Largest request or response")
       ->capture_default_str();
   app.add_option("--drain-seconds", flags.drain_seconds,
                  "Time calls in flight get to finish on shutdown")

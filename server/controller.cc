@@ -1,0 +1,95 @@
+#include "server/controller.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace ftune::server {
+
+absl::StatusOr<std::unique_ptr<Controller>> Controller::Start(const ControllerConfig& config) {
+  std::unique_ptr<Controller> c(new Controller());
+  c->config_ = config;
+  std::error_code ec;
+  std::filesystem::create_directories(config.data_dir, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create --data-dir ", config.data_dir, ": ", ec.message()));
+  }
+  // Two controllers on one database would hand the same job out twice.
+  const std::string lock_path = (std::filesystem::path(config.data_dir) / "ftcontroller.lock").string();
+  c->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (c->lock_fd_ < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot open ", lock_path, ": ", std::strerror(errno)));
+  }
+  if (::flock(c->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("another ftcontroller is using --data-dir ", config.data_dir));
+  }
+
+  ASSIGN_OR_RETURN(c->store_, SqliteJobStore::Open(
+                                  (std::filesystem::path(config.data_dir) / "ftcontroller.db").string()));
+  ASSIGN_OR_RETURN(c->manager_, JobManager::Create(c->store_.get(), Clock::Real(), config.manager));
+
+  std::shared_ptr<const TokenStore> tokens;
+  if (!config.tokens_file.empty()) {
+    ASSIGN_OR_RETURN(std::unique_ptr<TokenStore> loaded, TokenStore::Load(config.tokens_file));
+    tokens = std::move(loaded);
+  }
+  c->authorizer_ = std::make_unique<Authorizer>(std::move(tokens));
+  c->job_service_ = std::make_unique<JobServiceImpl>(c->manager_.get(), c->authorizer_.get());
+  c->worker_service_ =
+      std::make_unique<WorkerServiceImpl>(c->manager_.get(), c->authorizer_.get());
+
+  GrpcServerOptions options;
+  options.listen = config.listen;
+  options.max_message_bytes = config.max_message_bytes;
+  ASSIGN_OR_RETURN(options.credentials, MakeServerCredentials(config.tls));
+  ASSIGN_OR_RETURN(c->server_, GrpcServer::Start(options, {c->job_service_.get(),
+                                                           c->worker_service_.get()}));
+  c->sweeper_ = std::thread([raw = c.get()] { raw->SweepLoop(); });
+  return c;
+}
+
+void Controller::SweepLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    cv_.wait_for(lock, absl::ToChronoNanoseconds(config_.sweep_interval),
+                 [this] { return stopping_; });
+    if (stopping_) break;
+    lock.unlock();
+    manager_->Sweep();
+    lock.lock();
+  }
+}
+
+void Controller::Shutdown(absl::Duration drain) {
+  if (server_ == nullptr) return;
+  manager_->EndLongCalls();
+  server_->Shutdown(drain);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (sweeper_.joinable()) sweeper_.join();
+}
+
+Controller::~Controller() {
+  Shutdown(absl::ZeroDuration());
+  server_.reset();
+  job_service_.reset();
+  worker_service_.reset();
+  manager_.reset();
+  store_.reset();
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+}  // namespace ftune::server

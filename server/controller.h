@@ -1,0 +1,67 @@
+// ftcontroller assembled: SQLite store under the data dir, job manager, gRPC services with
+// TLS and tokens, and the sweeper thread that expires leases. main() and the tests build it
+// the same way.
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/auth.h"
+#include "common/credentials.h"
+#include "common/grpc_server.h"
+#include "server/job_manager.h"
+#include "server/services.h"
+#include "server/sqlite_job_store.h"
+
+namespace ftune::server {
+
+struct ControllerConfig {
+  std::string listen = "127.0.0.1:7070";
+  // Holds ftcontroller.db (and its WAL files) and the lock that keeps a second controller out.
+  std::string data_dir = "ftune-data";
+  JobManagerOptions manager;
+  TlsOptions tls;
+  // Tokens file (see common/auth.h); empty = no authorization.
+  std::string tokens_file;
+  int max_message_bytes = 64 << 20;
+  // How often the sweeper looks for expired leases and long polls.
+  absl::Duration sweep_interval = absl::Milliseconds(200);
+};
+
+class Controller {
+ public:
+  static absl::StatusOr<std::unique_ptr<Controller>> Start(const ControllerConfig& config);
+  ~Controller();
+
+  const std::string& address() const { return server_->address(); }
+  GrpcServer& server() { return *server_; }
+  JobManager& manager() { return *manager_; }
+
+  // Ends long polls and watch streams, drains the server for up to `drain`, stops the sweeper.
+  void Shutdown(absl::Duration drain);
+
+ private:
+  Controller() = default;
+  void SweepLoop();
+
+  ControllerConfig config_;
+  int lock_fd_ = -1;
+  std::unique_ptr<SqliteJobStore> store_;
+  std::unique_ptr<JobManager> manager_;
+  std::unique_ptr<Authorizer> authorizer_;
+  std::unique_ptr<JobServiceImpl> job_service_;
+  std::unique_ptr<WorkerServiceImpl> worker_service_;
+  std::unique_ptr<GrpcServer> server_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::thread sweeper_;
+};
+
+}  // namespace ftune::server

@@ -1,0 +1,175 @@
+// The controller's logic, without sockets: the queue, leases, cancellation, worker registry
+// and the event stream of every job. State lives in memory and is written through to the
+// JobStore before any caller sees it (and before any event is fanned out), so a restarted
+// controller rebuilds exactly what it acknowledged. One mutex guards it all.
+//
+// Lease rules (docs/controller.md has the long form):
+//  - AcquireJob hands the best queued job that fits one of the worker's free devices to the
+//    worker under a new lease_id: QUEUED -> ASSIGNED. The first ReportEvents of the lease
+//    moves ASSIGNED -> RUNNING.
+//  - Heartbeat renews every lease it names that the worker still holds; verdict OK, CANCEL
+//    (CANCELLING: stop and CompleteJob(CANCELLED)) or LOST (not yours any more).
+//  - A lease not renewed for lease_seconds expires: ASSIGNED/RUNNING -> QUEUED with
+//    attempt+1 while restarts < max_restarts, else FAILED; CANCELLING -> CANCELLED.
+//  - CompleteJob(REQUEUE) hands a job back (worker shutting down): QUEUED with attempt+1,
+//    NOT counted against max_restarts, since nothing crashed.
+//  - After a controller restart every held lease is re-armed to now + lease_seconds.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "ftune/v1/job_service.pb.h"
+#include "ftune/v1/worker.pb.h"
+#include "server/event_log.h"
+#include "server/job_store.h"
+
+namespace ftune::server {
+
+struct JobManagerOptions {
+  // A lease expires after this long without a heartbeat naming it.
+  absl::Duration lease = absl::Seconds(30);
+  // How often workers are told to heartbeat.
+  absl::Duration heartbeat = absl::Seconds(10);
+  // Longest AcquireJob long-poll (a request asking for more is capped).
+  absl::Duration max_acquire_wait = absl::Seconds(60);
+  // Live events queued per watcher before it is cut off.
+  size_t watcher_queue_limit = 1024;
+};
+
+struct SubmitResult {
+  ftune::v1::Job job;
+  // False when client_request_id matched an earlier job, which is returned.
+  bool created = false;
+};
+
+// Receives the outcome of an AcquireJob exactly once: a leased job, an empty response when
+// the wait ran out, or an error. Runs with the manager's lock held (inline from AcquireJob or
+// from whichever thread made a job available), so it must not block or call the manager.
+using AcquireCallback = std::function<void(absl::StatusOr<ftune::v1::AcquireJobResponse>)>;
+
+class JobManager {
+ public:
+  // Loads jobs and workers from `store` and re-arms held leases. `store` and `clock` must
+  // outlive the manager.
+  static absl::StatusOr<std::unique_ptr<JobManager>> Create(JobStore* store, Clock* clock,
+                                                            JobManagerOptions options);
+  // Answers AcquireJob calls still waiting with "no job".
+  ~JobManager();
+
+  // --- JobService ---
+  absl::StatusOr<SubmitResult> SubmitJob(const ftune::v1::JobSpec& spec);
+  absl::StatusOr<ftune::v1::Job> GetJob(const std::string& job_id) const;
+  absl::StatusOr<ftune::v1::ListJobsResponse> ListJobs(
+      const ftune::v1::ListJobsRequest& request) const;
+  // QUEUED -> CANCELLED at once; ASSIGNED/RUNNING -> CANCELLING (the worker hears CANCEL);
+  // CANCELLING: unchanged; ended jobs: FailedPrecondition.
+  absl::StatusOr<ftune::v1::Job> CancelJob(const std::string& job_id, const std::string& reason);
+  // Events of `job_id` with seq > after_seq, then live ones; see EventLog::Subscribe.
+  absl::StatusOr<std::shared_ptr<Watch>> WatchJob(const std::string& job_id, int64_t after_seq,
+                                                  std::function<void()> notify);
+  std::vector<ftune::v1::Worker> ListWorkers() const;
+
+  // --- WorkerService ---
+  absl::StatusOr<ftune::v1::RegisterWorkerResponse> RegisterWorker(
+      const ftune::v1::RegisterWorkerRequest& request);
+  // Leases a job now when one fits, else waits up to wait_seconds (capped). Returns an id for
+  // CancelAcquire.
+  uint64_t AcquireJob(const ftune::v1::AcquireJobRequest& request, AcquireCallback done);
+  // Withdraws a waiting AcquireJob (its caller went away). True when it was still waiting;
+  // `done` is then never called.
+  bool CancelAcquire(uint64_t waiter_id);
+  absl::StatusOr<ftune::v1::HeartbeatResponse> Heartbeat(
+      const ftune::v1::HeartbeatRequest& request);
+  absl::StatusOr<ftune::v1::ReportEventsResponse> ReportEvents(
+      const ftune::v1::ReportEventsRequest& request);
+  absl::StatusOr<ftune::v1::CompleteJobResponse> CompleteJob(
+      const ftune::v1::CompleteJobRequest& request);
+
+  // Expires leases and AcquireJob waits whose time is up and marks silent workers offline.
+  // Returns the number of leases expired. The sweeper thread calls it; tests call it after
+  // moving a FakeClock.
+  int Sweep();
+
+  // Before the server drains: answers parked AcquireJob calls with "no job" and ends every
+  // WatchJob stream with UNAVAILABLE (naming the seq to resume after), so nothing holds the
+  // drain up.
+  void EndLongCalls();
+
+  const JobManagerOptions& options() const { return options_; }
+  size_t watcher_count() const { return events_.watcher_count(); }
+  size_t waiting_acquires() const;
+
+ private:
+  struct Entry {
+    JobRecord record;
+    absl::Time lease_deadline = absl::InfiniteFuture();
+  };
+  struct WorkerEntry {
+    ftune::v1::Worker worker;
+    absl::Time last_heartbeat;
+  };
+  struct Waiter {
+    std::string worker_id;
+    std::vector<std::string> free_devices;
+    absl::Time deadline;
+    AcquireCallback done;
+  };
+  // Queue order: higher priority first, then submission order.
+  using QueueKey = std::tuple<int32_t, int64_t, std::string>;  // -priority, queue_seq, id
+
+  JobManager(JobStore* store, Clock* clock, JobManagerOptions options);
+  absl::Status Load();
+
+  static bool HoldsLease(ftune::v1::JobState state);
+  static QueueKey KeyOf(const JobRecord& record);
+  Entry* FindLocked(const std::string& job_id);
+  const Entry* FindLocked(const std::string& job_id) const;
+  // Persists `updated` plus `events` (seq, job_id and time filled in here), then makes it the
+  // current state and fans the events out. On error nothing changes.
+  absl::Status CommitLocked(Entry& entry, JobRecord updated,
+                            std::vector<ftune::v1::JobEvent> events);
+  ftune::v1::JobEvent StateEvent(const ftune::v1::Job& before, ftune::v1::JobState to,
+                                 const std::string& reason) const;
+  // Applies the job fields an event carries (step, checkpoints, accuracy).
+  static void ApplyEventFields(const ftune::v1::JobEvent& event, ftune::v1::Job* job);
+  // Devices of `worker_id` held by a lease now.
+  std::set<std::string> BusyDevicesLocked(const std::string& worker_id) const;
+  // Tries to lease a job to `waiter`; nullopt when nothing fits.
+  std::optional<absl::StatusOr<ftune::v1::AcquireJobResponse>> TryLeaseLocked(
+      const Waiter& waiter);
+  // Offers queued jobs to waiting AcquireJob calls, oldest first.
+  void DispatchLocked();
+  std::string NewIdLocked(absl::string_view prefix, int hex_digits);
+
+  JobStore* const store_;
+  Clock* const clock_;
+  const JobManagerOptions options_;
+  EventLog events_;
+
+  mutable std::mutex mu_;
+  std::map<std::string, Entry> jobs_;
+  std::map<int64_t, std::string> by_queue_seq_;
+  std::map<std::string, std::string> by_request_id_;
+  std::set<QueueKey> queue_;
+  std::set<std::string> leased_;
+  std::map<std::string, WorkerEntry> workers_;
+  std::map<uint64_t, Waiter> waiters_;
+  uint64_t next_waiter_id_ = 1;
+  int64_t next_queue_seq_ = 1;
+  std::mt19937_64 rng_;
+};
+
+}  // namespace ftune::server

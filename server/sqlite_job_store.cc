@@ -1,0 +1,309 @@
+#include "server/sqlite_job_store.h"
+
+#include <sqlite3.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace ftune::server {
+namespace {
+
+// Migration N (1-based) takes the schema from version N-1 to N. Append only; never edit one
+// that has shipped.
+constexpr const char* kMigrations[] = {
+    // 1: jobs with their lease, events keyed by (job, seq), workers.
+    R"sql(
+      CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        queue_seq INTEGER NOT NULL UNIQUE,
+        state INTEGER NOT NULL,
+        client_request_id TEXT,
+        lease_id TEXT NOT NULL DEFAULT '',
+        device TEXT NOT NULL DEFAULT '',
+        last_batch_id INTEGER NOT NULL DEFAULT 0,
+        restarts INTEGER NOT NULL DEFAULT 0,
+        job BLOB NOT NULL
+      );
+      CREATE UNIQUE INDEX jobs_client_request_id ON jobs(client_request_id)
+        WHERE client_request_id IS NOT NULL;
+      CREATE TABLE events (
+        job_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        event BLOB NOT NULL,
+        PRIMARY KEY (job_id, seq)
+      ) WITHOUT ROWID;
+      CREATE TABLE workers (
+        id TEXT PRIMARY KEY,
+        worker BLOB NOT NULL
+      );
+    )sql",
+};
+constexpr int kMigrationCount = sizeof(kMigrations) / sizeof(kMigrations[0]);
+static_assert(kMigrationCount == SqliteJobStore::kSchemaVersion);
+
+// Resets a statement for reuse when it goes out of scope.
+class StatementReset {
+ public:
+  explicit StatementReset(sqlite3_stmt* stmt) : stmt_(stmt) {}
+  ~StatementReset() {
+    sqlite3_reset(stmt_);
+    sqlite3_clear_bindings(stmt_);
+  }
+
+ private:
+  sqlite3_stmt* stmt_;
+};
+
+void BindText(sqlite3_stmt* stmt, int index, const std::string& text) {
+  sqlite3_bind_text(stmt, index, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+}
+
+void BindBlob(sqlite3_stmt* stmt, int index, const std::string& blob) {
+  sqlite3_bind_blob(stmt, index, blob.data(), static_cast<int>(blob.size()), SQLITE_TRANSIENT);
+}
+
+std::string ColumnBytes(sqlite3_stmt* stmt, int column) {
+  const void* data = sqlite3_column_blob(stmt, column);
+  const int size = sqlite3_column_bytes(stmt, column);
+  return data == nullptr ? std::string() : std::string(static_cast<const char*>(data), size);
+}
+
+}  // namespace
+
+absl::Status SqliteJobStore::Error(const char* what) const {
+  return absl::InternalError(
+      absl::StrCat("database ", path_, ": ", what, ": ", sqlite3_errmsg(db_)));
+}
+
+absl::Status SqliteJobStore::Exec(const char* sql) {
+  char* message = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &message) != SQLITE_OK) {
+    absl::Status status = absl::InternalError(absl::StrCat(
+        "database ", path_, ": ", message == nullptr ? "error" : message, " (in: ", sql, ")"));
+    sqlite3_free(message);
+    return status;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<SqliteJobStore>> SqliteJobStore::Open(const std::string& path) {
+  sqlite3* db = nullptr;
+  const int rc = sqlite3_open_v2(path.c_str(), &db,
+                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                                     SQLITE_OPEN_FULLMUTEX,
+                                 nullptr);
+  std::unique_ptr<SqliteJobStore> store(new SqliteJobStore(db, path));
+  if (rc != SQLITE_OK) {
+    return absl::UnavailableError(absl::StrCat("cannot open database ", path, ": ",
+                                               db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));
+  }
+  sqlite3_busy_timeout(db, 5000);
+  RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode=WAL"));
+  // FULL: every commit is fsynced before it returns, so what we acknowledged is durable.
+  RETURN_IF_ERROR(store->Exec("PRAGMA synchronous=FULL"));
+  RETURN_IF_ERROR(store->Migrate());
+  RETURN_IF_ERROR(store->Prepare());
+  return store;
+}
+
+SqliteJobStore::~SqliteJobStore() {
+  for (sqlite3_stmt* stmt : {upsert_job_, insert_event_, read_events_, upsert_worker_}) {
+    sqlite3_finalize(stmt);
+  }
+  sqlite3_close(db_);
+}
+
+absl::StatusOr<int> SqliteJobStore::SchemaVersion() {
+  std::lock_guard<std::mutex> lock(mu_);
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_prepare_v2(db_, "SELECT version FROM schema_version", -1, &stmt, nullptr) !=
+      SQLITE_OK) {
+    return Error("read schema version");
+  }
+  int version = 0;
+  if (sqlite3_step(stmt) == SQLITE_ROW) version = sqlite3_column_int(stmt, 0);
+  sqlite3_finalize(stmt);
+  return version;
+}
+
+absl::Status SqliteJobStore::Migrate() {
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  auto rollback_on_error = [this](absl::Status status) {
+    if (!status.ok()) Exec("ROLLBACK").IgnoreError();
+    return status;
+  };
+  absl::Status status = Exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
+  if (!status.ok()) return rollback_on_error(status);
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_prepare_v2(db_, "SELECT version FROM schema_version", -1, &stmt, nullptr) !=
+      SQLITE_OK) {
+    return rollback_on_error(Error("read schema version"));
+  }
+  int version = 0;
+  bool has_row = false;
+  if (sqlite3_step(stmt) == SQLITE_ROW) {
+    version = sqlite3_column_int(stmt, 0);
+    has_row = true;
+  }
+  sqlite3_finalize(stmt);
+  if (version > kSchemaVersion) {
+    return rollback_on_error(absl::FailedPreconditionError(absl::StrCat(
+        "database ", path_, " has schema version ", version, ", newer than this ftcontroller's ",
+        kSchemaVersion, "; run a newer ftcontroller")));
+  }
+  for (int v = version; v < kSchemaVersion; ++v) {
+    status = Exec(kMigrations[v]);
+    if (!status.ok()) return rollback_on_error(status);
+  }
+  if (!has_row) {
+    status = Exec(absl::StrCat("INSERT INTO schema_version (version) VALUES (", kSchemaVersion,
+                               ")").c_str());
+  } else if (version != kSchemaVersion) {
+    status = Exec(absl::StrCat("UPDATE schema_version SET version = ", kSchemaVersion).c_str());
+  }
+  if (!status.ok()) return rollback_on_error(status);
+  return Exec("COMMIT");
+}
+
+absl::Status SqliteJobStore::Prepare() {
+  struct {
+    sqlite3_stmt** stmt;
+    const char* sql;
+  } statements[] = {
+      {&upsert_job_,
+       "INSERT OR REPLACE INTO jobs (id, queue_seq, state, client_request_id, lease_id, device, "
+       "last_batch_id, restarts, job) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"},
+      {&insert_event_, "INSERT INTO events (job_id, seq, event) VALUES (?1, ?2, ?3)"},
+      {&read_events_,
+       "SELECT event FROM events WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"},
+      {&upsert_worker_, "INSERT OR REPLACE INTO workers (id, worker) VALUES (?1, ?2)"},
+  };
+  for (auto& s : statements) {
+    if (sqlite3_prepare_v2(db_, s.sql, -1, s.stmt, nullptr) != SQLITE_OK) {
+      return Error("prepare statement");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqliteJobStore::Commit(const JobRecord& record,
+                                    const std::vector<ftune::v1::JobEvent>& events) {
+  std::lock_guard<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  auto fail = [this](absl::Status status) {
+    Exec("ROLLBACK").IgnoreError();
+    return status;
+  };
+  {
+    StatementReset reset(upsert_job_);
+    BindText(upsert_job_, 1, record.job.id());
+    sqlite3_bind_int64(upsert_job_, 2, record.queue_seq);
+    sqlite3_bind_int(upsert_job_, 3, record.job.state());
+    if (record.job.spec().client_request_id().empty()) {
+      sqlite3_bind_null(upsert_job_, 4);
+    } else {
+      BindText(upsert_job_, 4, record.job.spec().client_request_id());
+    }
+    BindText(upsert_job_, 5, record.lease_id);
+    BindText(upsert_job_, 6, record.device);
+    sqlite3_bind_int64(upsert_job_, 7, static_cast<int64_t>(record.last_batch_id));
+    sqlite3_bind_int64(upsert_job_, 8, record.restarts);
+    BindBlob(upsert_job_, 9, record.job.SerializeAsString());
+    if (sqlite3_step(upsert_job_) != SQLITE_DONE) return fail(Error("write job"));
+  }
+  for (const auto& event : events) {
+    StatementReset reset(insert_event_);
+    BindText(insert_event_, 1, record.job.id());
+    sqlite3_bind_int64(insert_event_, 2, event.seq());
+    BindBlob(insert_event_, 3, event.SerializeAsString());
+    if (sqlite3_step(insert_event_) != SQLITE_DONE) return fail(Error("write event"));
+  }
+  absl::Status committed = Exec("COMMIT");
+  if (!committed.ok()) return fail(committed);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<JobRecord>> SqliteJobStore::LoadJobs() {
+  std::lock_guard<std::mutex> lock(mu_);
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_prepare_v2(db_,
+                         "SELECT id, queue_seq, lease_id, device, last_batch_id, restarts, job "
+                         "FROM jobs ORDER BY queue_seq",
+                         -1, &stmt, nullptr) != SQLITE_OK) {
+    return Error("read jobs");
+  }
+  std::vector<JobRecord> out;
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    JobRecord record;
+    record.queue_seq = sqlite3_column_int64(stmt, 1);
+    record.lease_id = ColumnBytes(stmt, 2);
+    record.device = ColumnBytes(stmt, 3);
+    record.last_batch_id = static_cast<uint64_t>(sqlite3_column_int64(stmt, 4));
+    record.restarts = static_cast<uint32_t>(sqlite3_column_int64(stmt, 5));
+    if (!record.job.ParseFromString(ColumnBytes(stmt, 6))) {
+      const std::string id = ColumnBytes(stmt, 0);
+      sqlite3_finalize(stmt);
+      return absl::DataLossError(absl::StrCat("database ", path_, ": job ", id, " is corrupt"));
+    }
+    out.push_back(std::move(record));
+  }
+  sqlite3_finalize(stmt);
+  if (rc != SQLITE_DONE) return Error("read jobs");
+  return out;
+}
+
+absl::StatusOr<std::vector<ftune::v1::JobEvent>> SqliteJobStore::ReadEvents(
+    const std::string& job_id, int64_t after_seq, int limit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  StatementReset reset(read_events_);
+  BindText(read_events_, 1, job_id);
+  sqlite3_bind_int64(read_events_, 2, after_seq);
+  sqlite3_bind_int(read_events_, 3, limit);
+  std::vector<ftune::v1::JobEvent> out;
+  int rc;
+  while ((rc = sqlite3_step(read_events_)) == SQLITE_ROW) {
+    ftune::v1::JobEvent event;
+    if (!event.ParseFromString(ColumnBytes(read_events_, 0))) {
+      return absl::DataLossError(
+          absl::StrCat("database ", path_, ": an event of job ", job_id, " is corrupt"));
+    }
+    out.push_back(std::move(event));
+  }
+  if (rc != SQLITE_DONE) return Error("read events");
+  return out;
+}
+
+absl::Status SqliteJobStore::PutWorker(const ftune::v1::Worker& worker) {
+  std::lock_guard<std::mutex> lock(mu_);
+  StatementReset reset(upsert_worker_);
+  BindText(upsert_worker_, 1, worker.id());
+  BindBlob(upsert_worker_, 2, worker.SerializeAsString());
+  if (sqlite3_step(upsert_worker_) != SQLITE_DONE) return Error("write worker");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<ftune::v1::Worker>> SqliteJobStore::LoadWorkers() {
+  std::lock_guard<std::mutex> lock(mu_);
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_prepare_v2(db_, "SELECT id, worker FROM workers ORDER BY id", -1, &stmt,
+                         nullptr) != SQLITE_OK) {
+    return Error("read workers");
+  }
+  std::vector<ftune::v1::Worker> out;
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    ftune::v1::Worker worker;
+    if (!worker.ParseFromString(ColumnBytes(stmt, 1))) {
+      const std::string id = ColumnBytes(stmt, 0);
+      sqlite3_finalize(stmt);
+      return absl::DataLossError(absl::StrCat("database ", path_, ": worker ", id, " is corrupt"));
+    }
+    out.push_back(std::move(worker));
+  }
+  sqlite3_finalize(stmt);
+  if (rc != SQLITE_DONE) return Error("read workers");
+  return out;
+}
+
+}  // namespace ftune::server
