@@ -1,0 +1,404 @@
+#include "worker/daemon/worker_daemon.h"
+
+#include <algorithm>
+#include <exception>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/logging.h"
+#include "spdlog/spdlog.h"
+
+namespace ftune::daemon {
+
+namespace v1 = ::ftune::v1;
+using train::StopReason;
+
+namespace {
+
+// The controller does not know this worker or this lease (any more).
+bool Unknown(const absl::Status& status) {
+  return absl::IsNotFound(status) || absl::IsFailedPrecondition(status);
+}
+
+// Another attempt with the same request cannot succeed.
+bool Permanent(const absl::Status& status) {
+  return absl::IsInvalidArgument(status) || absl::IsPermissionDenied(status) ||
+         absl::IsUnauthenticated(status) || absl::IsUnimplemented(status);
+}
+
+const char* OutcomeName(v1::JobOutcome outcome) {
+  switch (outcome) {
+    case v1::JOB_OUTCOME_SUCCEEDED: return "succeeded";
+    case v1::JOB_OUTCOME_FAILED: return "failed";
+    case v1::JOB_OUTCOME_CANCELLED: return "cancelled";
+    case v1::JOB_OUTCOME_REQUEUE: return "handed back";
+    default: return "no outcome";
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<WorkerDaemon>> WorkerDaemon::Create(DaemonConfig config,
+                                                                   WorkerClient* client,
+                                                                   train::JobRunner* runner) {
+  if (config.worker_id.empty()) return absl::InvalidArgumentError("worker id is empty");
+  if (config.devices.empty()) return absl::InvalidArgumentError("worker has no devices");
+  for (size_t i = 0; i < config.devices.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (config.devices[i].name() == config.devices[j].name()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("device '", config.devices[i].name(), "' is listed twice"));
+      }
+    }
+  }
+  if (client == nullptr || runner == nullptr) {
+    return absl::InvalidArgumentError("worker daemon needs a controller client and a runner");
+  }
+  absl::StatusOr<AllowedRoots> roots = AllowedRoots::Create(config.allowed_roots);
+  if (!roots.ok()) return roots.status();
+  return std::unique_ptr<WorkerDaemon>(
+      new WorkerDaemon(std::move(config), *std::move(roots), client, runner));
+}
+
+WorkerDaemon::WorkerDaemon(DaemonConfig config, AllowedRoots roots, WorkerClient* client,
+                           train::JobRunner* runner)
+    : config_(std::move(config)),
+      roots_(std::move(roots)),
+      client_(client),
+      runner_(runner),
+      heartbeat_interval_(config_.heartbeat_interval) {}
+
+WorkerDaemon::~WorkerDaemon() { Shutdown(); }
+
+void WorkerDaemon::Start() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (started_) return;
+  started_ = true;
+  acquire_thread_ = std::thread([this] { AcquireLoop(); });
+  heartbeat_thread_ = std::thread([this] { HeartbeatLoop(); });
+}
+
+void WorkerDaemon::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+    stopping_ = true;
+    for (auto& [id, job] : jobs_) {
+      if (!job->done) {
+        spdlog::info("job {}: asking it to checkpoint and hand back", id);
+        job->cancel.Request(StopReason::kHandBack);
+      }
+    }
+  }
+  changed_.notify_all();
+  client_->CancelAcquire();
+  if (acquire_thread_.joinable()) acquire_thread_.join();
+
+  // Job threads finish on their own once their runners return and CompleteJob is done.
+  std::vector<std::thread> threads;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, job] : jobs_) {
+      if (job->thread.joinable()) threads.push_back(std::move(job->thread));
+    }
+  }
+  for (std::thread& t : threads) t.join();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    jobs_.clear();
+    stop_heartbeat_ = true;
+  }
+  changed_.notify_all();
+  if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+}
+
+std::vector<std::string> WorkerDaemon::RunningJobs() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> ids;
+  for (const auto& [id, job] : jobs_) {
+    if (!job->done) ids.push_back(id);
+  }
+  return ids;
+}
+
+bool WorkerDaemon::WaitOrStop(std::unique_lock<std::mutex>& lock, absl::Duration d) {
+  changed_.wait_for(lock, absl::ToChronoNanoseconds(d), [this] { return stopping_; });
+  return stopping_;
+}
+
+absl::Status WorkerDaemon::Register() {
+  v1::RegisterWorkerRequest request;
+  request.set_worker_id(config_.worker_id);
+  request.set_host(config_.host);
+  request.set_version(config_.version);
+  for (const v1::Device& device : config_.devices) *request.add_devices() = device;
+  absl::StatusOr<v1::RegisterWorkerResponse> response = client_->RegisterWorker(request);
+  if (!response.ok()) return response.status();
+  std::lock_guard<std::mutex> lock(mu_);
+  registered_ = true;
+  if (response->heartbeat_interval_seconds() > 0) {
+    heartbeat_interval_ = absl::Seconds(response->heartbeat_interval_seconds());
+  }
+  changed_.notify_all();
+  return absl::OkStatus();
+}
+
+std::vector<std::string> WorkerDaemon::FreeDevicesLocked() const {
+  std::vector<std::string> free;
+  for (const v1::Device& device : config_.devices) {
+    bool busy = false;
+    for (const auto& [id, job] : jobs_) busy |= !job->done && job->device == device.name();
+    if (!busy) free.push_back(device.name());
+  }
+  return free;
+}
+
+void WorkerDaemon::ReapLocked(std::vector<std::thread>* finished) {
+  for (auto it = jobs_.begin(); it != jobs_.end();) {
+    if (it->second->done) {
+      finished->push_back(std::move(it->second->thread));
+      it = jobs_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void WorkerDaemon::AcquireLoop() {
+  Backoff backoff(config_.reconnect);
+  bool reported_down = false;
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    std::vector<std::thread> finished;
+    ReapLocked(&finished);
+    if (!finished.empty()) {
+      lock.unlock();
+      for (std::thread& t : finished) t.join();
+      lock.lock();
+      continue;
+    }
+
+    absl::Status status;
+    if (!registered_) {
+      lock.unlock();
+      status = Register();
+      lock.lock();
+      if (status.ok()) {
+        spdlog::info("registered with the controller as {} ({} devices)", config_.worker_id,
+                     config_.devices.size());
+        reported_down = false;
+        backoff.Reset();
+        continue;
+      }
+    } else {
+      std::vector<std::string> free = FreeDevicesLocked();
+      if (free.empty()) {
+        changed_.wait(lock);
+        continue;
+      }
+      v1::AcquireJobRequest request;
+      request.set_worker_id(config_.worker_id);
+      for (const std::string& device : free) request.add_free_devices(device);
+      request.set_wait_seconds(absl::ToDoubleSeconds(config_.acquire_wait));
+      lock.unlock();
+      absl::StatusOr<v1::AcquireJobResponse> response = client_->AcquireJob(request);
+      lock.lock();
+      status = response.status();
+      if (response.ok()) {
+        backoff.Reset();
+        if (!response->has_job()) continue;
+        auto job = std::make_unique<RunningJob>();
+        job->job = response->job();
+        job->lease_id = response->lease_id();
+        job->device = response->device();
+        if (std::find(free.begin(), free.end(), job->device) == free.end()) {
+          job->device = free.front();
+        }
+        job->lease = absl::Seconds(response->lease_seconds());
+        job->renewed = absl::Now();
+        const std::string id = job->job.id();
+        spdlog::info("job {}: acquired on {} (attempt {}, lease {})", id, job->device,
+                     job->job.attempt(), job->lease_id);
+        if (stopping_) job->cancel.Request(StopReason::kHandBack);
+        RunningJob* running = job.get();
+        jobs_[id] = std::move(job);
+        running->thread = std::thread([this, running] { RunJob(running); });
+        continue;
+      }
+    }
+
+    if (stopping_) break;
+    // Reconnect and register again: the controller may have restarted without us.
+    registered_ = false;
+    if (Permanent(status)) {
+      spdlog::error("controller refused this worker: {}", status);
+    } else if (Unknown(status)) {
+      spdlog::warn("controller does not know this worker ({}); registering again", status);
+    } else if (!reported_down) {
+      spdlog::warn("controller unavailable: {}; retrying with backoff", status);
+    }
+    reported_down = true;
+    WaitOrStop(lock, backoff.Next());
+  }
+}
+
+void WorkerDaemon::HeartbeatLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  bool failing = false;
+  while (!stop_heartbeat_) {
+    // The interval is the controller's, known once registered.
+    changed_.wait(lock, [this] { return stop_heartbeat_ || registered_; });
+    changed_.wait_for(lock, absl::ToChronoNanoseconds(heartbeat_interval_),
+                      [this] { return stop_heartbeat_; });
+    if (stop_heartbeat_) break;
+    if (!registered_) continue;
+
+    v1::HeartbeatRequest request;
+    request.set_worker_id(config_.worker_id);
+    request.set_draining(stopping_);
+    for (const auto& [id, job] : jobs_) {
+      if (job->done || job->cancel.reason() == StopReason::kLeaseLost) continue;
+      v1::LeaseRenewal* renewal = request.add_leases();
+      renewal->set_job_id(id);
+      renewal->set_lease_id(job->lease_id);
+    }
+    const absl::Time sent = absl::Now();
+    lock.unlock();
+    absl::StatusOr<v1::HeartbeatResponse> response = client_->Heartbeat(request);
+    bool reregister = response.ok() && response->reregister();
+    if (reregister) {
+      spdlog::warn("controller does not know this worker; registering again");
+      if (absl::Status s = Register(); !s.ok()) spdlog::warn("registering failed: {}", s);
+    }
+    lock.lock();
+
+    if (!response.ok()) {
+      if (!failing) spdlog::warn("heartbeat failed: {}", response.status());
+      failing = true;
+    } else {
+      failing = false;
+      for (const v1::LeaseRenewal& renewal : request.leases()) {
+        auto it = jobs_.find(renewal.job_id());
+        if (it != jobs_.end() && it->second->lease_id == renewal.lease_id()) {
+          it->second->renewed = sent;
+        }
+      }
+      for (const v1::LeaseStatus& lease : response->leases()) {
+        auto it = jobs_.find(lease.job_id());
+        if (it == jobs_.end() || it->second->lease_id != lease.lease_id()) continue;
+        if (lease.verdict() == v1::LEASE_VERDICT_CANCEL) {
+          if (!it->second->cancel.stop_requested()) {
+            spdlog::info("job {}: cancelled by the controller", lease.job_id());
+          }
+          it->second->cancel.Request(StopReason::kCancel);
+        } else if (lease.verdict() == v1::LEASE_VERDICT_LOST) {
+          spdlog::warn("job {}: lease lost; stopping without reporting", lease.job_id());
+          it->second->cancel.Request(StopReason::kLeaseLost);
+        }
+      }
+    }
+    // A lease not renewed in time has been (or will be) given to another worker: stop
+    // writing to the job's output folder before that worker starts.
+    const absl::Time now = absl::Now();
+    for (auto& [id, job] : jobs_) {
+      if (job->done || job->lease <= absl::ZeroDuration()) continue;
+      if (now - job->renewed > job->lease && job->cancel.reason() != StopReason::kLeaseLost) {
+        spdlog::warn("job {}: lease not renewed for {}; stopping", id,
+                     absl::FormatDuration(now - job->renewed));
+        job->cancel.Request(StopReason::kLeaseLost);
+      }
+    }
+  }
+}
+
+void WorkerDaemon::RunJob(RunningJob* running) {
+  const v1::Job& job = running->job;
+  train::JobRunResult result;
+  absl::Status allowed = roots_.CheckJob(job.spec());
+  if (!allowed.ok()) {
+    spdlog::error("job {}: refused: {}", job.id(), allowed.message());
+    result.outcome = v1::JOB_OUTCOME_FAILED;
+    result.error = std::string(allowed.message());
+  } else if (running->cancel.stop_requested()) {
+    // Acquired while shutting down: hand it straight back.
+    result.outcome = v1::JOB_OUTCOME_REQUEUE;
+    result.error = "worker shutting down";
+  } else {
+    EventReporter reporter(client_, job.id(), running->lease_id, &running->cancel,
+                           config_.events);
+    try {
+      result = runner_->Run(job, running->device, &reporter, &running->cancel);
+    } catch (const std::exception& e) {
+      result = {};
+      result.outcome = v1::JOB_OUTCOME_FAILED;
+      result.error = absl::StrCat("trainer error: ", e.what());
+    }
+    if (result.outcome == v1::JOB_OUTCOME_UNSPECIFIED) {
+      result.outcome = v1::JOB_OUTCOME_FAILED;
+      if (result.error.empty()) result.error = "the trainer returned no outcome";
+    }
+    if (running->cancel.reason() != StopReason::kLeaseLost) {
+      if (absl::Status s = reporter.Flush(config_.flush_timeout); !s.ok()) {
+        spdlog::warn("job {}: {}", job.id(), s);
+      }
+    }
+  }
+
+  if (running->cancel.reason() == StopReason::kLeaseLost) {
+    spdlog::warn("job {}: stopped after losing its lease; not reported", job.id());
+  } else {
+    Complete(running, result);
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    running->done = true;
+  }
+  changed_.notify_all();
+}
+
+void WorkerDaemon::Complete(RunningJob* running, const train::JobRunResult& result) {
+  v1::CompleteJobRequest request;
+  request.set_job_id(running->job.id());
+  request.set_lease_id(running->lease_id);
+  request.set_outcome(result.outcome);
+  request.set_error(result.error);
+  request.set_best_checkpoint(result.best_checkpoint);
+  request.set_last_checkpoint(result.last_checkpoint);
+  request.set_best_metric_name(result.best_metric_name);
+  request.set_best_metric(result.best_metric);
+
+  Backoff backoff(config_.reconnect);
+  absl::Time give_up = absl::InfiniteFuture();
+  for (;;) {
+    absl::StatusOr<v1::CompleteJobResponse> response = client_->CompleteJob(request);
+    if (response.ok()) {
+      spdlog::info("job {}: {}{}{}", running->job.id(), OutcomeName(result.outcome),
+                   result.error.empty() ? "" : ": ", result.error);
+      return;
+    }
+    if (Unknown(response.status()) || Permanent(response.status())) {
+      spdlog::warn("job {}: completing failed: {}", running->job.id(), response.status());
+      return;
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    if (stopping_ && give_up == absl::InfiniteFuture()) {
+      give_up = absl::Now() + config_.shutdown_complete_timeout;
+    }
+    if (absl::Now() >= give_up) {
+      spdlog::warn("job {}: controller unreachable ({}); its lease will expire instead",
+                   running->job.id(), response.status());
+      return;
+    }
+    const absl::Duration wait = std::min(backoff.Next(), give_up - absl::Now());
+    if (backoff.failures() == 1) {
+      spdlog::warn("job {}: completing failed ({}); retrying", running->job.id(),
+                   response.status());
+    }
+    // During shutdown keep retrying (bounded by give_up) rather than returning at once.
+    changed_.wait_for(lock, absl::ToChronoNanoseconds(wait));
+  }
+}
+
+}  // namespace ftune::daemon
