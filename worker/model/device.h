@@ -1,0 +1,31 @@
+// Device strings and mixed-precision scopes for the model.
+#pragma once
+
+#include <string>
+
+#include <torch/torch.h>
+
+#include "absl/status/statusor.h"
+
+namespace ftune::model {
+
+// "" or "auto" (CUDA 0 when available, else CPU), "cpu", "cuda", "cuda:N".
+absl::StatusOr<torch::Device> ParseDevice(const std::string& device);
+
+// Enables autocast for `device` for the guard's lifetime: bf16 on CPU, fp16 on CUDA. A
+// disabled guard does nothing, so callers can write AutocastGuard guard(device, use_amp).
+class AutocastGuard {
+ public:
+  AutocastGuard(const torch::Device& device, bool enabled);
+  ~AutocastGuard();
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  bool active_ = false;
+  bool cuda_ = false;
+  bool previous_enabled_ = false;
+  at::ScalarType previous_dtype_ = at::kFloat;
+};
+
+}  // namespace ftune::model
