@@ -377,7 +377,8 @@ absl::StatusOr<ftune::v1::RegisterWorkerResponse> JobManager::RegisterWorker(
   *worker.mutable_register_time() = ToProto(now);
   *worker.mutable_last_heartbeat_time() = ToProto(now);
   RETURN_IF_ERROR(store_->PutWorker(worker));
-  workers_[worker.id()] = WorkerEntry{std::move(worker), now};
+  const std::string id = worker.id();
+  workers_[id] = WorkerEntry{std::move(worker), now};
 
   ftune::v1::RegisterWorkerResponse response;
   response.set_heartbeat_interval_seconds(absl::ToDoubleSeconds(options_.heartbeat));

@@ -1,0 +1,588 @@
+// JobManager with the in-memory store and a fake clock: lifecycle, leases, restarts, cancel in
+// every state, priorities, device matching, idempotency and spec validation.
+#include "server/job_manager.h"
+
+#include <gtest/gtest.h>
+
+#include <optional>
+
+#include "absl/strings/match.h"
+#include "common/job_spec.h"
+#include "tests/server/test_util.h"
+
+namespace ftune::server {
+namespace {
+
+using ftune::v1::JobState;
+using testing::ValidSpec;
+
+class JobManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Reopen(); }
+
+  void Reopen() {
+    manager_.reset();
+    JobManagerOptions options;
+    options.lease = absl::Seconds(30);
+    options.heartbeat = absl::Seconds(10);
+    options.watcher_queue_limit = 16;
+    auto manager = JobManager::Create(&store_, &clock_, options);
+    ASSERT_TRUE(manager.ok()) << manager.status();
+    manager_ = std::move(*manager);
+  }
+
+  void Register(const std::string& id, std::vector<std::string> devices = {"cpu"}) {
+    ftune::v1::RegisterWorkerRequest request;
+    request.set_worker_id(id);
+    request.set_host("box");
+    for (const std::string& d : devices) request.add_devices()->set_name(d);
+    ASSERT_TRUE(manager_->RegisterWorker(request).ok());
+  }
+
+  ftune::v1::Job Submit(ftune::v1::JobSpec spec) {
+    auto result = manager_->SubmitJob(spec);
+    EXPECT_TRUE(result.ok()) << result.status();
+    return result.ok() ? result->job : ftune::v1::Job();
+  }
+
+  // Non-waiting acquire: the leased job, or nullopt.
+  std::optional<ftune::v1::AcquireJobResponse> Acquire(const std::string& worker,
+                                                       std::vector<std::string> free = {"cpu"}) {
+    ftune::v1::AcquireJobRequest request;
+    request.set_worker_id(worker);
+    for (const std::string& d : free) request.add_free_devices(d);
+    request.set_wait_seconds(0);
+    std::optional<ftune::v1::AcquireJobResponse> out;
+    manager_->AcquireJob(request, [&](absl::StatusOr<ftune::v1::AcquireJobResponse> r) {
+      ASSERT_TRUE(r.ok()) << r.status();
+      if (r->has_job()) out = *r;
+    });
+    return out;
+  }
+
+  absl::StatusOr<ftune::v1::ReportEventsResponse> Report(
+      const ftune::v1::AcquireJobResponse& lease, uint64_t batch, int progress_events) {
+    ftune::v1::ReportEventsRequest request;
+    request.set_job_id(lease.job().id());
+    request.set_lease_id(lease.lease_id());
+    request.set_batch_id(batch);
+    for (int i = 0; i < progress_events; ++i) {
+      auto* p = request.add_events()->mutable_train_progress();
+      p->set_step(i + 1);
+      p->set_total_steps(100);
+    }
+    return manager_->ReportEvents(request);
+  }
+
+  absl::StatusOr<ftune::v1::CompleteJobResponse> Complete(
+      const ftune::v1::AcquireJobResponse& lease, ftune::v1::JobOutcome outcome) {
+    ftune::v1::CompleteJobRequest request;
+    request.set_job_id(lease.job().id());
+    request.set_lease_id(lease.lease_id());
+    request.set_outcome(outcome);
+    return manager_->CompleteJob(request);
+  }
+
+  ftune::v1::LeaseVerdict Beat(const std::string& worker,
+                               const ftune::v1::AcquireJobResponse& lease) {
+    ftune::v1::HeartbeatRequest request;
+    request.set_worker_id(worker);
+    auto* renewal = request.add_leases();
+    renewal->set_job_id(lease.job().id());
+    renewal->set_lease_id(lease.lease_id());
+    auto response = manager_->Heartbeat(request);
+    EXPECT_TRUE(response.ok());
+    return response->leases(0).verdict();
+  }
+
+  JobState StateOf(const std::string& id) { return manager_->GetJob(id)->state(); }
+
+  std::vector<ftune::v1::JobEvent> AllEvents(const std::string& id) {
+    auto watch = manager_->WatchJob(id, 0, [] {});
+    EXPECT_TRUE(watch.ok());
+    testing::Drained drained;
+    testing::DrainInto(**watch, &drained);
+    return drained.events;
+  }
+
+  MemoryJobStore store_;
+  FakeClock clock_;
+  std::unique_ptr<JobManager> manager_;
+};
+
+TEST_F(JobManagerTest, SubmitRunSucceedWithGaplessEvents) {
+  Register("w1");
+  ftune::v1::Job job = Submit(ValidSpec());
+  EXPECT_EQ(job.state(), ftune::v1::JOB_STATE_QUEUED);
+  // Defaults are written out in the stored spec.
+  EXPECT_EQ(job.spec().training().epochs(), 3u);
+  EXPECT_EQ(job.spec().device(), "auto");
+
+  auto lease = Acquire("w1");
+  ASSERT_TRUE(lease.has_value());
+  EXPECT_EQ(lease->job().id(), job.id());
+  EXPECT_EQ(lease->device(), "cpu");
+  EXPECT_EQ(StateOf(job.id()), ftune::v1::JOB_STATE_ASSIGNED);
+
+  auto reported = Report(*lease, 1, 3);
+  ASSERT_TRUE(reported.ok()) << reported.status();
+  EXPECT_EQ(reported->verdict(), ftune::v1::LEASE_VERDICT_OK);
+  EXPECT_EQ(StateOf(job.id()), ftune::v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(manager_->GetJob(job.id())->step(), 3);
+  EXPECT_EQ(manager_->GetJob(job.id())->total_steps(), 100);
+
+  ftune::v1::ReportEventsRequest ckpt;
+  ckpt.set_job_id(job.id());
+  ckpt.set_lease_id(lease->lease_id());
+  ckpt.set_batch_id(2);
+  auto* saved = ckpt.add_events()->mutable_checkpoint_saved();
+  saved->set_path("/out/job/checkpoint-10");
+  saved->set_is_best(true);
+  saved->set_metric_name("accuracy");
+  saved->set_metric_value(0.75);
+  ckpt.add_events()->mutable_eval_result()->set_accuracy(0.75);
+  ASSERT_TRUE(manager_->ReportEvents(ckpt).ok());
+  ftune::v1::Job running = *manager_->GetJob(job.id());
+  EXPECT_EQ(running.last_checkpoint(), "/out/job/checkpoint-10");
+  EXPECT_EQ(running.best_checkpoint(), "/out/job/best");
+  EXPECT_DOUBLE_EQ(running.last_accuracy(), 0.75);
+  EXPECT_DOUBLE_EQ(running.best_metric(), 0.75);
+
+  auto done = Complete(*lease, ftune::v1::JOB_OUTCOME_SUCCEEDED);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->job().state(), ftune::v1::JOB_STATE_SUCCEEDED);
+  EXPECT_TRUE(done->job().has_end_time());
+
+  const auto events = AllEvents(job.id());
+  ASSERT_EQ(events.size(), 9u);  // queued, assigned, running, 3 progress, ckpt, eval, succeeded
+  for (size_t i = 0; i < events.size(); ++i) EXPECT_EQ(events[i].seq(), static_cast<int64_t>(i + 1));
+  EXPECT_EQ(events.back().state_changed().to(), ftune::v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(manager_->GetJob(job.id())->last_event_seq(), 9);
+}
+
+TEST_F(JobManagerTest, RepeatedBatchIsAcknowledgedNotStored) {
+  Register("w1");
+  Submit(ValidSpec());
+  auto lease = Acquire("w1");
+  ASSERT_TRUE(lease.has_value());
+  auto first = Report(*lease, 1, 2);
+  auto again = Report(*lease, 1, 2);
+  ASSERT_TRUE(first.ok() && again.ok());
+  EXPECT_EQ(first->last_seq(), again->last_seq());
+  EXPECT_EQ(AllEvents(lease->job().id()).size(), 5u);  // queued, assigned, running, 2 progress
+}
+
+TEST_F(JobManagerTest, WorkerCannotForgeStateChanges) {
+  Register("w1");
+  Submit(ValidSpec());
+  auto lease = Acquire("w1");
+  ftune::v1::ReportEventsRequest request;
+  request.set_job_id(lease->job().id());
+  request.set_lease_id(lease->lease_id());
+  request.add_events()->mutable_state_changed()->set_to(ftune::v1::JOB_STATE_SUCCEEDED);
+  auto result = manager_->ReportEvents(request);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(result.status().message(), "events[0]"));
+}
+
+TEST_F(JobManagerTest, PriorityThenFifo) {
+  Register("w1");
+  const auto low1 = Submit(ValidSpec("low1"));
+  auto high_spec = ValidSpec("high");
+  high_spec.set_priority(5);
+  const auto low2 = Submit(ValidSpec("low2"));
+  const auto high = Submit(high_spec);
+  std::vector<std::string> order;
+  for (int i = 0; i < 3; ++i) {
+    auto lease = Acquire("w1");
+    ASSERT_TRUE(lease.has_value());
+    order.push_back(lease->job().id());
+    ASSERT_TRUE(Complete(*lease, ftune::v1::JOB_OUTCOME_SUCCEEDED).ok());
+  }
+  EXPECT_EQ(order, (std::vector<std::string>{high.id(), low1.id(), low2.id()}));
+  EXPECT_FALSE(Acquire("w1").has_value());
+}
+
+TEST_F(JobManagerTest, DeviceMatchingAndOneJobPerDevice) {
+  Register("cpu-box", {"cpu"});
+  Register("gpu-box", {"cpu", "cuda:0", "cuda:1"});
+  auto cuda1 = ValidSpec("cuda1");
+  cuda1.set_device("cuda:1");
+  auto any_cuda = ValidSpec("anycuda");
+  any_cuda.set_device("cuda");
+  const auto j1 = Submit(cuda1);
+  const auto j2 = Submit(any_cuda);
+
+  // A CPU-only box takes neither.
+  EXPECT_FALSE(Acquire("cpu-box").has_value());
+  // The GPU box offering only cuda:0 gets the "cuda" job, not the cuda:1 one.
+  auto lease = Acquire("gpu-box", {"cuda:0"});
+  ASSERT_TRUE(lease.has_value());
+  EXPECT_EQ(lease->job().id(), j2.id());
+  EXPECT_EQ(lease->device(), "cuda:0");
+  // cuda:0 is busy now even if the worker claims it is free.
+  EXPECT_FALSE(Acquire("gpu-box", {"cuda:0"}).has_value());
+  auto lease1 = Acquire("gpu-box", {"cuda:0", "cuda:1"});
+  ASSERT_TRUE(lease1.has_value());
+  EXPECT_EQ(lease1->job().id(), j1.id());
+  EXPECT_EQ(lease1->device(), "cuda:1");
+
+  // auto prefers a free CUDA device; cpu fits any.
+  const auto a = Submit(ValidSpec("auto"));
+  auto lease2 = Acquire("gpu-box", {"cpu", "cuda:0", "cuda:1"});
+  ASSERT_TRUE(lease2.has_value());
+  EXPECT_EQ(lease2->job().id(), a.id());
+  EXPECT_EQ(lease2->device(), "cpu");  // both cuda devices are leased
+  auto c = ValidSpec("cpu");
+  c.set_device("cpu");
+  Submit(c);
+  EXPECT_FALSE(Acquire("gpu-box", {"cpu"}).has_value());  // cpu busy
+  auto lease3 = Acquire("cpu-box");
+  ASSERT_TRUE(lease3.has_value());
+  EXPECT_EQ(lease3->device(), "cpu");
+}
+
+TEST_F(JobManagerTest, UnknownDeviceAndUnregisteredWorkerAreErrors) {
+  Register("w1");
+  ftune::v1::AcquireJobRequest request;
+  request.set_worker_id("w1");
+  request.add_free_devices("cuda:7");
+  absl::Status seen;
+  manager_->AcquireJob(request, [&](auto r) { seen = r.status(); });
+  EXPECT_EQ(seen.code(), absl::StatusCode::kInvalidArgument);
+  request.set_worker_id("nobody");
+  manager_->AcquireJob(request, [&](auto r) { seen = r.status(); });
+  EXPECT_EQ(seen.code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(JobManagerTest, LongPollIsAnsweredBySubmitOrByTheDeadline) {
+  Register("w1");
+  ftune::v1::AcquireJobRequest request;
+  request.set_worker_id("w1");
+  request.add_free_devices("cpu");
+  request.set_wait_seconds(20);
+  int calls = 0;
+  std::string got;
+  manager_->AcquireJob(request, [&](absl::StatusOr<ftune::v1::AcquireJobResponse> r) {
+    ++calls;
+    ASSERT_TRUE(r.ok());
+    got = r->job().id();
+  });
+  EXPECT_EQ(calls, 0);
+  EXPECT_EQ(manager_->waiting_acquires(), 1u);
+  const auto job = Submit(ValidSpec());
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(got, job.id());
+
+  // Nothing queued: the sweep after the deadline answers with no job.
+  manager_->AcquireJob(request, [&](absl::StatusOr<ftune::v1::AcquireJobResponse> r) {
+    ++calls;
+    ASSERT_TRUE(r.ok());
+    got = r->has_job() ? r->job().id() : "";
+  });
+  clock_.Advance(absl::Seconds(19));
+  manager_->Sweep();
+  EXPECT_EQ(calls, 1);
+  clock_.Advance(absl::Seconds(2));
+  manager_->Sweep();
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(got, "");
+
+  // A withdrawn poll is never answered.
+  const uint64_t id = manager_->AcquireJob(request, [&](auto) { ++calls; });
+  EXPECT_TRUE(manager_->CancelAcquire(id));
+  Submit(ValidSpec("later"));
+  EXPECT_EQ(calls, 2);
+}
+
+TEST_F(JobManagerTest, HeartbeatsKeepTheLeaseAndExpiryRequeuesWithAttempt) {
+  Register("w1");
+  Register("w2");
+  const auto job = Submit(ValidSpec());
+  auto lease = Acquire("w1");
+  ASSERT_TRUE(Report(*lease, 1, 1).ok());
+  for (int i = 0; i < 5; ++i) {
+    clock_.Advance(absl::Seconds(20));
+    EXPECT_EQ(Beat("w1", *lease), ftune::v1::LEASE_VERDICT_OK);
+    EXPECT_EQ(manager_->Sweep(), 0);
+  }
+  clock_.Advance(absl::Seconds(31));
+  EXPECT_EQ(manager_->Sweep(), 1);
+  ftune::v1::Job requeued = *manager_->GetJob(job.id());
+  EXPECT_EQ(requeued.state(), ftune::v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(requeued.attempt(), 1u);
+  // The old worker learns it lost the job, and cannot report or complete.
+  EXPECT_EQ(Beat("w1", *lease), ftune::v1::LEASE_VERDICT_LOST);
+  EXPECT_EQ(Report(*lease, 2, 1)->verdict(), ftune::v1::LEASE_VERDICT_LOST);
+  EXPECT_EQ(Complete(*lease, ftune::v1::JOB_OUTCOME_SUCCEEDED).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  // Another worker resumes it.
+  auto second = Acquire("w2");
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->job().id(), job.id());
+  EXPECT_EQ(second->job().attempt(), 1u);
+  EXPECT_NE(second->lease_id(), lease->lease_id());
+}
+
+TEST_F(JobManagerTest, ExpiryBeyondMaxRestartsFails) {
+  Register("w1");
+  auto spec = ValidSpec();
+  spec.set_max_restarts(1);
+  const auto job = Submit(spec);
+  for (int run = 0; run < 2; ++run) {
+    ASSERT_TRUE(Acquire("w1").has_value());
+    clock_.Advance(absl::Seconds(31));
+    EXPECT_EQ(manager_->Sweep(), 1);
+  }
+  ftune::v1::Job failed = *manager_->GetJob(job.id());
+  EXPECT_EQ(failed.state(), ftune::v1::JOB_STATE_FAILED);
+  EXPECT_TRUE(absl::StrContains(failed.error(), "max_restarts")) << failed.error();
+}
+
+TEST_F(JobManagerTest, HandBackDoesNotCountAsRestart) {
+  Register("w1");
+  auto spec = ValidSpec();
+  spec.set_max_restarts(0);
+  const auto job = Submit(spec);
+  for (int i = 0; i < 3; ++i) {
+    auto lease = Acquire("w1");
+    ASSERT_TRUE(lease.has_value());
+    auto back = Complete(*lease, ftune::v1::JOB_OUTCOME_REQUEUE);
+    ASSERT_TRUE(back.ok());
+    EXPECT_EQ(back->job().state(), ftune::v1::JOB_STATE_QUEUED);
+    EXPECT_EQ(back->job().attempt(), static_cast<uint32_t>(i + 1));
+  }
+  // A crash with max_restarts 0 then fails at once.
+  ASSERT_TRUE(Acquire("w1").has_value());
+  clock_.Advance(absl::Seconds(31));
+  manager_->Sweep();
+  EXPECT_EQ(StateOf(job.id()), ftune::v1::JOB_STATE_FAILED);
+}
+
+TEST_F(JobManagerTest, FailedOutcomeIsFinal) {
+  Register("w1");
+  const auto job = Submit(ValidSpec());
+  auto lease = Acquire("w1");
+  ftune::v1::CompleteJobRequest request;
+  request.set_job_id(job.id());
+  request.set_lease_id(lease->lease_id());
+  request.set_outcome(ftune::v1::JOB_OUTCOME_FAILED);
+  request.set_error("dataset.path: /data/ravdess does not exist");
+  auto done = manager_->CompleteJob(request);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->job().state(), ftune::v1::JOB_STATE_FAILED);
+  EXPECT_EQ(done->job().error(), "dataset.path: /data/ravdess does not exist");
+  EXPECT_FALSE(Acquire("w1").has_value());
+  // Retrying the same CompleteJob is harmless.
+  auto retry = manager_->CompleteJob(request);
+  ASSERT_TRUE(retry.ok());
+  EXPECT_EQ(retry->job().last_event_seq(), done->job().last_event_seq());
+}
+
+TEST_F(JobManagerTest, CancelQueuedIsImmediate) {
+  const auto job = Submit(ValidSpec());
+  auto cancelled = manager_->CancelJob(job.id(), "");
+  ASSERT_TRUE(cancelled.ok());
+  EXPECT_EQ(cancelled->state(), ftune::v1::JOB_STATE_CANCELLED);
+  Register("w1");
+  EXPECT_FALSE(Acquire("w1").has_value());
+}
+
+TEST_F(JobManagerTest, CancelAssignedAndRunningGoThroughCancelling) {
+  Register("w1", {"cpu", "cuda:0"});
+  const auto a = Submit(ValidSpec("assigned"));
+  const auto r = Submit(ValidSpec("running"));
+  auto lease_a = Acquire("w1", {"cpu"});
+  auto lease_r = Acquire("w1", {"cuda:0"});
+  ASSERT_TRUE(lease_a && lease_r);
+  ASSERT_TRUE(Report(*lease_r, 1, 1).ok());
+
+  for (const auto* lease : {&*lease_a, &*lease_r}) {
+    auto cancelling = manager_->CancelJob(lease->job().id(), "changed my mind");
+    ASSERT_TRUE(cancelling.ok());
+    EXPECT_EQ(cancelling->state(), ftune::v1::JOB_STATE_CANCELLING);
+    EXPECT_EQ(Beat("w1", *lease), ftune::v1::LEASE_VERDICT_CANCEL);
+    // Cancelling twice changes nothing.
+    EXPECT_EQ(manager_->CancelJob(lease->job().id(), "")->last_event_seq(),
+              cancelling->last_event_seq());
+  }
+  EXPECT_EQ(Report(*lease_r, 2, 1)->verdict(), ftune::v1::LEASE_VERDICT_CANCEL);
+  auto done = Complete(*lease_r, ftune::v1::JOB_OUTCOME_CANCELLED);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->job().state(), ftune::v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(done->job().error(), "changed my mind");
+  // A hand-back of a cancelling job ends it too.
+  auto handed = Complete(*lease_a, ftune::v1::JOB_OUTCOME_REQUEUE);
+  ASSERT_TRUE(handed.ok());
+  EXPECT_EQ(handed->job().state(), ftune::v1::JOB_STATE_CANCELLED);
+}
+
+TEST_F(JobManagerTest, CancellingJobWhoseWorkerVanishesIsCancelled) {
+  Register("w1");
+  const auto job = Submit(ValidSpec());
+  ASSERT_TRUE(Acquire("w1").has_value());
+  ASSERT_TRUE(manager_->CancelJob(job.id(), "").ok());
+  clock_.Advance(absl::Seconds(31));
+  EXPECT_EQ(manager_->Sweep(), 1);
+  EXPECT_EQ(StateOf(job.id()), ftune::v1::JOB_STATE_CANCELLED);
+}
+
+TEST_F(JobManagerTest, CancelEndedJobOrUnknownJob) {
+  Register("w1");
+  const auto job = Submit(ValidSpec());
+  auto lease = Acquire("w1");
+  ASSERT_TRUE(Complete(*lease, ftune::v1::JOB_OUTCOME_SUCCEEDED).ok());
+  EXPECT_EQ(manager_->CancelJob(job.id(), "").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(manager_->CancelJob("job-nope", "").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(manager_->CancelJob("", "").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(JobManagerTest, SubmitIsIdempotentByClientRequestId) {
+  auto spec = ValidSpec();
+  spec.set_client_request_id("req-1");
+  auto first = manager_->SubmitJob(spec);
+  auto second = manager_->SubmitJob(spec);
+  ASSERT_TRUE(first.ok() && second.ok());
+  EXPECT_TRUE(first->created);
+  EXPECT_FALSE(second->created);
+  EXPECT_EQ(first->job.id(), second->job.id());
+  EXPECT_EQ(manager_->ListJobs({})->jobs_size(), 1);
+  // Also after a restart.
+  Reopen();
+  auto third = manager_->SubmitJob(spec);
+  ASSERT_TRUE(third.ok());
+  EXPECT_FALSE(third->created);
+  EXPECT_EQ(third->job.id(), first->job.id());
+}
+
+TEST_F(JobManagerTest, BadSpecsNameTheField) {
+  struct Case {
+    std::function<void(ftune::v1::JobSpec*)> mutate;
+    std::string field;
+  };
+  const std::vector<Case> cases = {
+      {[](auto* s) { s->mutable_dataset()->clear_path(); }, "dataset.path"},
+      {[](auto* s) { s->clear_model(); }, "model"},
+      {[](auto* s) { s->clear_output_dir(); }, "output_dir"},
+      {[](auto* s) { s->mutable_training()->set_batch_size(5000); }, "training.batch_size"},
+      {[](auto* s) { s->mutable_training()->set_learning_rate(-1); }, "training.learning_rate"},
+      {[](auto* s) { s->mutable_training()->set_warmup_ratio(1.5); }, "training.warmup_ratio"},
+      {[](auto* s) { s->mutable_training()->set_metric_for_best("bleu"); },
+       "training.metric_for_best"},
+      {[](auto* s) { s->mutable_dataset()->set_eval_fraction(1.0); }, "dataset.eval_fraction"},
+      {[](auto* s) { s->set_device("tpu"); }, "device"},
+      {[](auto* s) { s->set_device("cuda:x"); }, "device"},
+      {[](auto* s) {
+         s->add_labels("a");
+         s->add_labels("a");
+       },
+       "labels[1]"},
+      {[](auto* s) { s->set_max_restarts(1000); }, "max_restarts"},
+  };
+  for (const Case& c : cases) {
+    auto spec = ValidSpec();
+    c.mutate(&spec);
+    auto result = manager_->SubmitJob(spec);
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << c.field;
+    EXPECT_TRUE(absl::StartsWith(result.status().message(), c.field + ":"))
+        << c.field << " vs " << result.status().message();
+  }
+  EXPECT_EQ(manager_->ListJobs({})->jobs_size(), 0);
+}
+
+TEST_F(JobManagerTest, ListJobsFiltersAndPagesNewestFirst) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 7; ++i) ids.push_back(Submit(ValidSpec(absl::StrCat("j", i))).id());
+  ASSERT_TRUE(manager_->CancelJob(ids[2], "").ok());
+  ASSERT_TRUE(manager_->CancelJob(ids[5], "").ok());
+
+  ftune::v1::ListJobsRequest request;
+  request.set_page_size(3);
+  std::vector<std::string> seen;
+  for (int page = 0; page < 10; ++page) {
+    auto response = manager_->ListJobs(request);
+    ASSERT_TRUE(response.ok());
+    for (const auto& job : response->jobs()) seen.push_back(job.id());
+    if (response->next_page_token().empty()) break;
+    request.set_page_token(response->next_page_token());
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{ids[6], ids[5], ids[4], ids[3], ids[2], ids[1], ids[0]}));
+
+  ftune::v1::ListJobsRequest cancelled;
+  cancelled.add_states(ftune::v1::JOB_STATE_CANCELLED);
+  cancelled.set_page_size(1);
+  auto page1 = manager_->ListJobs(cancelled);
+  ASSERT_EQ(page1->jobs_size(), 1);
+  EXPECT_EQ(page1->jobs(0).id(), ids[5]);
+  cancelled.set_page_token(page1->next_page_token());
+  auto page2 = manager_->ListJobs(cancelled);
+  ASSERT_EQ(page2->jobs_size(), 1);
+  EXPECT_EQ(page2->jobs(0).id(), ids[2]);
+  EXPECT_TRUE(page2->next_page_token().empty());
+
+  cancelled.set_page_token("garbage");
+  EXPECT_EQ(manager_->ListJobs(cancelled).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(JobManagerTest, RestartKeepsJobsEventsAndRearmsLeases) {
+  Register("w1");
+  const auto job = Submit(ValidSpec());
+  auto lease = Acquire("w1");
+  ASSERT_TRUE(Report(*lease, 1, 2).ok());
+  const auto before = AllEvents(job.id());
+  clock_.Advance(absl::Seconds(25));  // lease nearly out when the controller "dies"
+
+  Reopen();
+  EXPECT_EQ(StateOf(job.id()), ftune::v1::JOB_STATE_RUNNING);
+  const auto after = AllEvents(job.id());
+  ASSERT_EQ(after.size(), before.size());
+  for (size_t i = 0; i < after.size(); ++i) {
+    EXPECT_EQ(after[i].SerializeAsString(), before[i].SerializeAsString());
+  }
+  // The lease was re-armed from the restart: 25 s later it still holds.
+  clock_.Advance(absl::Seconds(25));
+  EXPECT_EQ(manager_->Sweep(), 0);
+  EXPECT_EQ(Beat("w1", *lease), ftune::v1::LEASE_VERDICT_OK);
+  ASSERT_TRUE(Report(*lease, 2, 1).ok());
+  auto done = Complete(*lease, ftune::v1::JOB_OUTCOME_SUCCEEDED);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->job().last_event_seq(), static_cast<int64_t>(before.size()) + 2);
+  // Workers are known across the restart (no re-register demanded).
+  ftune::v1::HeartbeatRequest hb;
+  hb.set_worker_id("w1");
+  EXPECT_FALSE(manager_->Heartbeat(hb)->reregister());
+  hb.set_worker_id("stranger");
+  EXPECT_TRUE(manager_->Heartbeat(hb)->reregister());
+}
+
+TEST_F(JobManagerTest, StoreFailureChangesNothing) {
+  Register("w1");
+  const auto job = Submit(ValidSpec());
+  store_.set_fail_commits(true);
+  EXPECT_FALSE(manager_->SubmitJob(ValidSpec("x")).ok());
+  EXPECT_FALSE(manager_->CancelJob(job.id(), "").ok());
+  EXPECT_EQ(StateOf(job.id()), ftune::v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(manager_->ListJobs({})->jobs_size(), 1);
+  store_.set_fail_commits(false);
+  EXPECT_TRUE(Acquire("w1").has_value());
+}
+
+TEST_F(JobManagerTest, ListWorkersShowsLeasesAndOffline) {
+  Register("w1");
+  const auto job = Submit(ValidSpec());
+  ASSERT_TRUE(Acquire("w1").has_value());
+  auto workers = manager_->ListWorkers();
+  ASSERT_EQ(workers.size(), 1u);
+  EXPECT_EQ(workers[0].state(), ftune::v1::WORKER_STATE_ONLINE);
+  ASSERT_EQ(workers[0].job_ids_size(), 1);
+  EXPECT_EQ(workers[0].job_ids(0), job.id());
+  clock_.Advance(absl::Seconds(31));
+  manager_->Sweep();
+  workers = manager_->ListWorkers();
+  EXPECT_EQ(workers[0].state(), ftune::v1::WORKER_STATE_OFFLINE);
+  EXPECT_EQ(workers[0].job_ids_size(), 0);
+}
+
+}  // namespace
+}  // namespace ftune::server
