@@ -1,10 +1,11 @@
 #!/usr/bin/python3
-"""Static checks of deploy/docker/ without a Docker engine.
+"""Static checks of deploy/ without a Docker engine or systemd.
 
 Parses both Dockerfiles and the compose file and checks them against the source tree and a
 real build: stages, COPY sources, the targets built, the build packages against scripts/setup,
 the CPU runtime packages against what `ldd` finds in the binaries, the install layout the
-runtime stages copy from, and the compose services' volumes, health checks and flags.
+runtime stages copy from, and the compose services' volumes, health checks and flags. Checks
+that every flag the example env files mention exists in the binary it is meant for.
 
 Environment (set by ctest): FTUNE_SOURCE_DIR, FTUNE_BIN_DIR (build/bin of a full build).
 """
@@ -450,6 +451,15 @@ class RuntimePackagesScriptTest(unittest.TestCase):
             self.assertIn("not found: libftunegone.so", result.stderr)
 
 
+def help_text(binary, subcommand=None):
+    argv = [os.path.join(BIN_DIR, binary)] + ([subcommand] if subcommand else []) + ["--help"]
+    return subprocess.run(argv, capture_output=True, text=True).stdout
+
+
+def flag_in_help(flag, text):
+    return re.search(r"(^|[\s,])" + re.escape(flag) + r"(?=[\s=,]|$)", text, re.MULTILINE)
+
+
 def listen_port(command):
     if "--listen" in command:
         return command[command.index("--listen") + 1].rsplit(":", 1)[1]
@@ -541,15 +551,45 @@ class ComposeTest(unittest.TestCase):
 
     def test_flags_are_known_to_the_binaries(self):
         """Every --flag a compose command passes appears in that binary's --help."""
+        unknown = []
         for name, s in self.services.items():
             cmd = s["command"]
-            helpcmd = [os.path.join(BIN_DIR, cmd[0])]
-            if cmd[0] == "ftworker":
-                helpcmd.append(cmd[1])
-            out = subprocess.run(helpcmd + ["--help"], capture_output=True, text=True).stdout
-            for flag in (a for a in cmd if a.startswith("--")):
-                self.assertRegex(out, r"(^|[\s,])" + re.escape(flag) + r"\b",
-                                 f"{name}: {' '.join(helpcmd)} --help lacks {flag}")
+            out = help_text(cmd[0], cmd[1] if cmd[0] == "ftworker" else None)
+            unknown += [f"{name}: {cmd[0]} {flag}" for flag in cmd
+                        if flag.startswith("--") and not flag_in_help(flag, out)]
+        self.assertFalse(unknown, "flags the binaries' --help does not list:\n  "
+                         + "\n  ".join(unknown))
+
+
+class ExampleConfigTest(unittest.TestCase):
+    """The env files installed to etc/ftune: flags in their *_OPTS and *_MODELS values, set or
+    in commented examples, are flags of the binary that reads them."""
+    FILES = {"ftcontroller.env": ("ftcontroller", None), "ftworker.env": ("ftworker", "run"),
+             "ftserve.env": ("ftserve", None)}
+
+    def test_flags_in_examples_exist(self):
+        unknown = []
+        for file, (binary, sub) in self.FILES.items():
+            out = help_text(binary, sub)
+            with open(os.path.join(SOURCE, "deploy", "config", file)) as f:
+                for line in f:
+                    m = re.match(r"^#?\s*(FT\w+_(?:OPTS|MODELS))=(.*)$", line.strip())
+                    if not m:
+                        continue
+                    unknown += [f"{file} {m.group(1)}: {binary} {flag}"
+                                for flag in re.findall(r"(?<!\S)--[a-z][a-z0-9-]*", m.group(2))
+                                if not flag_in_help(flag, out)]
+            # ... and the unit passes the variables this file sets.
+            with open(os.path.join(SOURCE, "deploy", "systemd",
+                                   ("ftworker@" if binary == "ftworker" else binary)
+                                   + ".service.in")) as f:
+                unit = f.read()
+            with open(os.path.join(SOURCE, "deploy", "config", file)) as f:
+                for var in re.findall(r"^#?(FT\w+)=", f.read(), re.MULTILINE):
+                    self.assertIn(var, unit, f"{file} sets {var}, which the unit never reads")
+        unknown = sorted(set(unknown))
+        self.assertFalse(unknown, "flags the binaries' --help does not list:\n  "
+                         + "\n  ".join(unknown))
 
 
 if __name__ == "__main__":
