@@ -1,0 +1,15 @@
+// DatasetSummary as JSON: the object `ftworker inspect --json` prints. Free of libtorch.
+#pragma once
+
+#include "ftune/v1/job.pb.h"
+#include "nlohmann/json.hpp"
+
+namespace ftune::data {
+
+// Keys: path, layout, split, total_files, usable_files, skipped [{path, reason}], labels,
+// classes {label: n}, speakers {speaker: n}, splits {train: [speakers], eval: [speakers]},
+// train_files, eval_files, train_classes, eval_classes, seconds {min, median, max, total},
+// sample_rates {"16000": n}, channels {"1": n}.
+nlohmann::json SummaryToJson(const ftune::v1::DatasetSummary& summary);
+
+}  // namespace ftune::data
