@@ -1,16 +1,27 @@
-// ftctl: the command line for ftune.
+// ftctl: the command line for ftune. Global flags go before or after the subcommand.
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "client/commands.h"
 #include "common/version.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"ftctl: submit, watch and manage ftune fine-tuning jobs; classify audio"};
+  using namespace ftune::ctl;
+  CLI::App app{"ftctl: submit, watch and manage ftune fine-tuning jobs"};
   app.set_version_flag("--version", std::string("ftctl ") + ftune::kVersion);
-  std::string controller = "localhost:7070";
-  app.add_option("--controller", controller, "Controller address host:port")
-      ->envname("FTCTL_CONTROLLER")
-      ->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
-  return 0;
+  app.require_subcommand(1);
+  Ctl ctl;
+  AddGlobalFlags(&app, &ctl.flags);
+  AddSubmitCommand(app, &ctl);
+  AddJobCommands(app, &ctl);
+  AddWatchCommand(app, &ctl);
+  AddWorkersCommand(app, &ctl);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version exit 0; every real parse error is a usage error.
+    const int code = app.exit(e);
+    return code == 0 ? kExitOk : kExitUsage;
+  }
+  return ctl.exit_code;
 }

@@ -2,7 +2,6 @@
 
 #include <chrono>
 
-#include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
 
 namespace ftune::daemon {
@@ -15,9 +14,6 @@ GrpcWorkerClient::GrpcWorkerClient(std::shared_ptr<grpc::Channel> channel,
 
 void GrpcWorkerClient::Prepare(grpc::ClientContext* context, absl::Duration timeout) const {
   context->set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(timeout));
-  if (!options_.token.empty()) {
-    context->AddMetadata("authorization", absl::StrCat("Bearer ", options_.token));
-  }
 }
 
 absl::StatusOr<v1::RegisterWorkerResponse> GrpcWorkerClient::RegisterWorker(

@@ -38,10 +38,9 @@ class WorkerClient {
 struct GrpcWorkerClientOptions {
   // Deadline of every call but AcquireJob, whose deadline is its wait plus this.
   absl::Duration call_timeout = absl::Seconds(20);
-  // Bearer token sent as `authorization` metadata; empty = none.
-  std::string token;
 };
 
+// Over a channel from MakeChannel (common/credentials.h), which carries TLS and the token.
 class GrpcWorkerClient final : public WorkerClient {
  public:
   GrpcWorkerClient(std::shared_ptr<grpc::Channel> channel, GrpcWorkerClientOptions options);

@@ -1,0 +1,120 @@
+#include "client/output.h"
+
+#include <cmath>
+#include <cstdio>
+
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "client/spec_flags.h"
+
+namespace ftune::ctl {
+
+namespace v1 = ::ftune::v1;
+
+std::string ToJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  options.add_whitespace = false;
+  std::string json;
+  if (!google::protobuf::util::MessageToJsonString(message, &json, options).ok()) return "{}";
+  return json;
+}
+
+std::string FormatSeconds(double seconds) {
+  if (!(seconds >= 0) || std::isinf(seconds)) return "-";
+  const int64_t s = static_cast<int64_t>(std::llround(seconds));
+  if (s < 60) return absl::StrCat(s, "s");
+  if (s < 3600) return absl::StrFormat("%dm%02ds", s / 60, s % 60);
+  return absl::StrFormat("%dh%02dm", s / 3600, (s % 3600) / 60);
+}
+
+std::string FormatTime(const google::protobuf::Timestamp& time) {
+  if (time.seconds() == 0 && time.nanos() == 0) return "-";
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixSeconds(time.seconds()),
+                          absl::UTCTimeZone());
+}
+
+namespace {
+
+std::string Progress(const v1::Job& job) {
+  if (job.total_steps() <= 0) return "-";
+  return absl::StrFormat("%d/%d", job.step(), job.total_steps());
+}
+
+std::string DeviceNames(const v1::Worker& worker) {
+  std::vector<std::string> names;
+  for (const v1::Device& device : worker.devices()) names.push_back(device.name());
+  return absl::StrJoin(names, ",");
+}
+
+std::string WorkerStateName(v1::WorkerState state) {
+  std::string name = v1::WorkerState_Name(state);
+  if (absl::StartsWith(name, "WORKER_STATE_")) name = name.substr(13);
+  return absl::AsciiStrToLower(name);
+}
+
+}  // namespace
+
+void PrintJob(std::ostream& out, const v1::Job& job) {
+  const v1::JobSpec& spec = job.spec();
+  auto row = [&out](const char* key, const std::string& value) {
+    if (!value.empty()) out << absl::StrFormat("%-16s %s\n", key, value);
+  };
+  row("id", job.id());
+  row("name", spec.name());
+  row("state", JobStateName(job.state()));
+  if (!job.error().empty()) row("error", job.error());
+  row("attempt", absl::StrCat(job.attempt()));
+  row("worker", job.worker_id());
+  row("model", spec.model());
+  row("dataset", spec.dataset().path());
+  row("output_dir", spec.output_dir());
+  row("device", spec.device());
+  row("created", FormatTime(job.create_time()));
+  if (job.has_start_time()) row("started", FormatTime(job.start_time()));
+  if (job.has_end_time()) row("ended", FormatTime(job.end_time()));
+  if (job.total_steps() > 0) row("step", Progress(job));
+  if (!job.best_metric_name().empty()) {
+    row("best", absl::StrFormat("%s %.4f", job.best_metric_name(), job.best_metric()));
+  }
+  if (job.last_accuracy() > 0) row("last_accuracy", absl::StrFormat("%.4f", job.last_accuracy()));
+  row("best_checkpoint", job.best_checkpoint());
+  row("last_checkpoint", job.last_checkpoint());
+  row("last_event_seq", absl::StrCat(job.last_event_seq()));
+}
+
+void PrintJobTable(std::ostream& out, const std::vector<v1::Job>& jobs) {
+  out << absl::StrFormat("%-24s %-11s %-20s %7s %13s %8s  %s\n", "ID", "STATE", "NAME",
+                         "ATTEMPT", "STEP", "ACC", "CREATED");
+  for (const v1::Job& job : jobs) {
+    std::string name = job.spec().name();
+    if (name.size() > 20) name = name.substr(0, 19) + "~";
+    out << absl::StrFormat("%-24s %-11s %-20s %7d %13s %8s  %s\n", job.id(),
+                           JobStateName(job.state()), name.empty() ? "-" : name, job.attempt(),
+                           Progress(job),
+                           job.last_accuracy() > 0 ? absl::StrFormat("%.4f", job.last_accuracy())
+                                                   : "-",
+                           FormatTime(job.create_time()));
+  }
+}
+
+void PrintWorkers(std::ostream& out, const v1::ListWorkersResponse& workers) {
+  out << absl::StrFormat("%-24s %-9s %-16s %-20s %-20s %s\n", "ID", "STATE", "HOST", "DEVICES",
+                         "LAST HEARTBEAT", "JOBS");
+  for (const v1::Worker& worker : workers.workers()) {
+    std::vector<std::string> jobs(worker.job_ids().begin(), worker.job_ids().end());
+    out << absl::StrFormat("%-24s %-9s %-16s %-20s %-20s %s\n", worker.id(),
+                           WorkerStateName(worker.state()), worker.host(), DeviceNames(worker),
+                           FormatTime(worker.last_heartbeat_time()),
+                           jobs.empty() ? "-" : absl::StrJoin(jobs, ","));
+  }
+}
+
+}  // namespace ftune::ctl
