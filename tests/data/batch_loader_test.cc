@@ -114,7 +114,9 @@ TEST(BatchLoaderTest, NormalisesValidSamplesAndKeepsPaddingZero) {
     auto valid = b.audio[r].slice(0, 0, len).to(torch::kFloat64);
     EXPECT_NEAR(valid.mean().item<double>(), 0, 1e-5);
     EXPECT_NEAR(valid.var(/*unbiased=*/false).item<double>(), 1, 1e-4);
-    if (len < b.audio.size(1)) EXPECT_EQ(b.audio[r].slice(0, len).abs().sum().item<float>(), 0.f);
+    if (len < b.audio.size(1)) {
+      EXPECT_EQ(b.audio[r].slice(0, len).abs().sum().item<float>(), 0.f);
+    }
   }
 }
 
