@@ -1,0 +1,345 @@
+// The libtorch HuBERT classifier: save/load round trips, strict loading, presets, mixed
+// precision, training-mode behaviour, freezing and preprocessing.
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <ATen/autocast_mode.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "tests/support/process.h"
+#include "worker/model/checkpoint.h"
+#include "worker/model/device.h"
+#include "worker/model/preprocess.h"
+#include "worker/model/safetensors.h"
+
+namespace ftune::model {
+namespace {
+
+const std::vector<std::string> kLabels = {"neutral", "happy", "sad", "angry"};
+
+std::string ReadBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+bool HasNote(const LoadedModel& m, const std::string& fragment) {
+  for (const auto& n : m.notes) {
+    if (n.find(fragment) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// A small config exercising the options the tiny preset leaves off.
+HubertConfig SmallGroupNormConfig() {
+  HubertConfig c = *PresetConfig("tiny");
+  c.feat_extract_norm = "group";
+  c.do_stable_layer_norm = false;
+  c.conv_bias = false;
+  c.use_weighted_layer_sum = true;
+  c.num_conv_pos_embeddings = 16;
+  c.id2label = {"a", "b", "c"};
+  return c;
+}
+
+class ModelTest : public ::testing::Test {
+ protected:
+  std::string NewDir(const std::string& name) {
+    std::string dir = root_ + "/" + name;
+    std::filesystem::create_directories(dir);
+    return dir;
+  }
+  std::string root_ = ftune::testing::MakeTempDir("model");
+};
+
+TEST_F(ModelTest, PresetNeedsLabelsAndUnknownNamesFail) {
+  EXPECT_EQ(LoadModel("tiny", {}, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(LoadModel("/no/such/folder", kLabels, 1).status().code(), absl::StatusCode::kNotFound);
+  auto tiny = LoadModel("tiny", kLabels, 1);
+  ASSERT_TRUE(tiny.ok()) << tiny.status();
+  EXPECT_EQ(tiny->config.num_labels(), 4);
+  EXPECT_FALSE(tiny->model->is_training());
+  EXPECT_TRUE(tiny->preprocessor.return_attention_mask);  // layer-norm preset
+}
+
+TEST_F(ModelTest, SeedDeterminesFreshWeights) {
+  auto a = LoadModel("tiny", kLabels, 5), b = LoadModel("tiny", kLabels, 5), c = LoadModel("tiny", kLabels, 6);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  auto sa = StateDict(a->model), sb = StateDict(b->model), sc = StateDict(c->model);
+  for (const auto& [name, t] : sa) EXPECT_TRUE(torch::equal(t, sb.at(name))) << name;
+  EXPECT_FALSE(torch::equal(sa.at("classifier.weight"), sc.at("classifier.weight")));
+}
+
+TEST_F(ModelTest, StateDictKeysAreHuggingFaceNames) {
+  auto m = LoadModel("tiny", kLabels, 1);
+  ASSERT_TRUE(m.ok());
+  auto sd = StateDict(m->model);
+  for (const char* key :
+       {"hubert.feature_extractor.conv_layers.0.conv.weight", "hubert.feature_extractor.conv_layers.6.layer_norm.bias",
+        "hubert.feature_projection.layer_norm.weight", "hubert.feature_projection.projection.weight",
+        "hubert.masked_spec_embed", "hubert.encoder.pos_conv_embed.conv.weight_g",
+        "hubert.encoder.pos_conv_embed.conv.weight_v", "hubert.encoder.pos_conv_embed.conv.bias",
+        "hubert.encoder.layer_norm.weight", "hubert.encoder.layers.2.attention.q_proj.weight",
+        "hubert.encoder.layers.0.feed_forward.intermediate_dense.weight",
+        "hubert.encoder.layers.1.final_layer_norm.bias", "projector.weight", "classifier.bias"}) {
+    EXPECT_TRUE(sd.count(key)) << key;
+  }
+  // Group-norm encoders normalise only the first conv layer.
+  HubertForSequenceClassification g(SmallGroupNormConfig());
+  auto gsd = StateDict(g);
+  EXPECT_TRUE(gsd.count("hubert.feature_extractor.conv_layers.0.layer_norm.weight"));
+  EXPECT_FALSE(gsd.count("hubert.feature_extractor.conv_layers.1.layer_norm.weight"));
+  EXPECT_FALSE(gsd.count("hubert.feature_extractor.conv_layers.0.conv.bias"));
+  EXPECT_EQ(gsd.at("layer_weights").size(0), 4);
+}
+
+TEST_F(ModelTest, SaveLoadRoundTripIsBitIdentical) {
+  torch::manual_seed(3);
+  HubertForSequenceClassification model(SmallGroupNormConfig());
+  {
+    torch::NoGradGuard no_grad;  // make every tensor distinct from its init
+    for (auto& p : model->parameters()) p.add_(torch::randn_like(p) * 0.01);
+  }
+  model->eval();
+  PreprocessorConfig pp;
+  pp.do_normalize = false;
+  const std::string dir = NewDir("saved");
+  ASSERT_TRUE(SaveModelFolder(model, pp, dir).ok());
+  for (const char* f : {"config.json", "model.safetensors", "preprocessor_config.json"}) {
+    EXPECT_TRUE(std::filesystem::exists(dir + "/" + f)) << f;
+  }
+  auto loaded = LoadModel(dir, {}, 99);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE(loaded->notes.empty()) << loaded->notes[0];
+  EXPECT_EQ(loaded->config.ToJson(), model->config().ToJson());
+  EXPECT_FALSE(loaded->preprocessor.do_normalize);
+  auto before = StateDict(model), after = StateDict(loaded->model);
+  ASSERT_EQ(before.size(), after.size());
+  for (const auto& [name, t] : before) EXPECT_TRUE(torch::equal(t, after.at(name))) << name;
+
+  torch::NoGradGuard no_grad;
+  torch::Tensor x = torch::randn({2, 6000});
+  torch::Tensor lengths = torch::tensor({6000, 4000}, torch::kLong);
+  EXPECT_TRUE(torch::equal(model->forward(x, lengths), loaded->model->forward(x, lengths)));
+
+  // Saving the loaded model again gives the same bytes.
+  const std::string dir2 = NewDir("saved2");
+  ASSERT_TRUE(SaveModelFolder(loaded->model, loaded->preprocessor, dir2).ok());
+  EXPECT_EQ(ReadBytes(dir + "/model.safetensors"), ReadBytes(dir2 + "/model.safetensors"));
+  EXPECT_EQ(ReadBytes(dir + "/config.json"), ReadBytes(dir2 + "/config.json"));
+}
+
+class StrictLoadTest : public ModelTest {
+ protected:
+  void SetUp() override {
+    auto m = LoadModel("tiny", kLabels, 1);
+    ASSERT_TRUE(m.ok());
+    dir_ = NewDir("strict");
+    ASSERT_TRUE(SaveModelFolder(m->model, m->preprocessor, dir_).ok());
+    auto t = ReadSafetensors(dir_ + "/model.safetensors");
+    ASSERT_TRUE(t.ok());
+    tensors_ = *t;
+  }
+  absl::Status LoadWith(const std::map<std::string, torch::Tensor>& tensors) {
+    EXPECT_TRUE(WriteSafetensors(tensors, dir_ + "/model.safetensors").ok());
+    return LoadModel(dir_, {}, 1).status();
+  }
+  void ExpectNamed(const absl::Status& s, const std::string& name) {
+    ASSERT_FALSE(s.ok());
+    EXPECT_NE(std::string(s.message()).find(name), std::string::npos) << s;
+  }
+  std::string dir_;
+  std::map<std::string, torch::Tensor> tensors_;
+};
+
+TEST_F(StrictLoadTest, UnknownTensorIsNamed) {
+  auto t = tensors_;
+  t["hubert.encoder.layers.9.attention.q_proj.weight"] = torch::zeros({96, 96});
+  ExpectNamed(LoadWith(t), "hubert.encoder.layers.9.attention.q_proj.weight");
+}
+
+TEST_F(StrictLoadTest, MissingTensorIsNamed) {
+  auto t = tensors_;
+  t.erase("hubert.encoder.layers.1.feed_forward.output_dense.bias");
+  ExpectNamed(LoadWith(t), "hubert.encoder.layers.1.feed_forward.output_dense.bias");
+}
+
+TEST_F(StrictLoadTest, MisshapedTensorIsNamed) {
+  auto t = tensors_;
+  t["hubert.feature_projection.projection.weight"] = torch::zeros({96, 63});
+  ExpectNamed(LoadWith(t), "hubert.feature_projection.projection.weight");
+}
+
+TEST_F(StrictLoadTest, HalfPrecisionWeightsConvertWithNote) {
+  auto t = tensors_;
+  for (auto& [name, tensor] : t) tensor = tensor.to(torch::kBFloat16);
+  ASSERT_TRUE(WriteSafetensors(t, dir_ + "/model.safetensors").ok());
+  auto m = LoadModel(dir_, {}, 1);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_TRUE(HasNote(*m, "BFloat16"));
+  EXPECT_EQ(m->model->classifier->weight.scalar_type(), torch::kFloat);
+}
+
+TEST_F(StrictLoadTest, PlainPositionalConvWeightAndMissingMaskEmbedding) {
+  auto t = tensors_;
+  const std::string p = "hubert.encoder.pos_conv_embed.conv.";
+  auto original = LoadModel(dir_, {}, 1);
+  ASSERT_TRUE(original.ok());
+  t[p + "weight"] = original->model->hubert->encoder->pos_conv_embed->conv->weight().detach();
+  t.erase(p + "weight_g");
+  t.erase(p + "weight_v");
+  t.erase("hubert.masked_spec_embed");
+  ASSERT_TRUE(WriteSafetensors(t, dir_ + "/model.safetensors").ok());
+  auto m = LoadModel(dir_, {}, 1);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_TRUE(HasNote(*m, "masked_spec_embed"));
+  torch::NoGradGuard no_grad;
+  torch::Tensor x = torch::randn({1, 8000});
+  EXPECT_TRUE(torch::allclose(m->model->forward(x, {}), original->model->forward(x, {}), 1e-5, 1e-6));
+  // Both spellings at once is ambiguous.
+  t[p + "weight_g"] = tensors_.at(p + "weight_g");
+  ExpectNamed(LoadWith(t), p + "weight");
+}
+
+TEST_F(StrictLoadTest, BadConfigAndMissingWeightsAreErrors) {
+  std::filesystem::remove(dir_ + "/model.safetensors");
+  EXPECT_EQ(LoadModel(dir_, {}, 1).status().code(), absl::StatusCode::kNotFound);
+  std::ofstream(dir_ + "/config.json") << R"({"model_type": "hubert", "hidden_act": "mish"})";
+  ExpectNamed(LoadModel(dir_, {}, 1).status(), "hidden_act");
+}
+
+TEST_F(ModelTest, NumFramesMatchesHuggingFaceFormula) {
+  auto m = LoadModel("tiny", kLabels, 1);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m->model->num_frames(16000), 49);
+  EXPECT_EQ(m->model->num_frames(48000), 149);
+  EXPECT_EQ(m->model->num_frames(400), 1);
+  EXPECT_EQ(m->model->num_frames(399), 0);
+  torch::NoGradGuard no_grad;
+  EXPECT_EQ(m->model->extract_features(torch::randn({2, 16000})).sizes(), (std::vector<int64_t>{2, 49, 64}));
+  auto frames = m->model->num_frames(torch::tensor({16000, 400, 10}, torch::kLong));
+  EXPECT_EQ(frames[0].item<int64_t>(), 49);
+  EXPECT_EQ(frames[2].item<int64_t>(), 0);
+  // Too short: an error, not a crash.
+  ModelInput tiny_input{torch::randn({1, 100}), torch::Tensor()};
+  EXPECT_FALSE(ForwardLogits(m->model, tiny_input).ok());
+}
+
+// bf16 autocast on CPU: every layer runs, and logits stay within 5% of the largest fp32 logit
+// (bf16 keeps 8 mantissa bits).
+TEST_F(ModelTest, Bf16AutocastCloseToFp32) {
+  for (HubertConfig config : {*PresetConfig("tiny"), SmallGroupNormConfig()}) {
+    if (config.id2label.empty()) config.id2label = kLabels;
+    torch::manual_seed(11);
+    HubertForSequenceClassification model(config);
+    {
+      torch::NoGradGuard no_grad;  // a head with some gain so logits are not all ~0
+      model->classifier->weight.normal_(0, 1);
+      model->projector->weight.normal_(0, 0.3);
+    }
+    model->eval();
+    torch::NoGradGuard no_grad;
+    torch::Tensor x = torch::randn({2, 16000});
+    torch::Tensor lengths = torch::tensor({16000, 11000}, torch::kLong);
+    torch::Tensor fp32 = model->forward(x, lengths);
+    torch::Tensor bf16;
+    {
+      AutocastGuard autocast(torch::Device(torch::kCPU), true);
+      bf16 = model->forward(x, lengths);
+    }
+    EXPECT_FALSE(at::autocast::is_cpu_enabled());
+    EXPECT_EQ(bf16.scalar_type(), torch::kFloat);
+    const double scale = fp32.abs().max().item<double>();
+    const double diff = (bf16 - fp32).abs().max().item<double>();
+    EXPECT_GT(diff, 0) << "autocast did not change the arithmetic";
+    EXPECT_LT(diff, 0.05 * scale) << config.feat_extract_norm << " fp32 " << fp32 << " bf16 " << bf16;
+  }
+}
+
+TEST_F(ModelTest, TrainingForwardBackwardWithSpecAugmentAndFreezing) {
+  HubertConfig config = SmallGroupNormConfig();
+  config.mask_time_prob = 0.5;
+  config.mask_time_length = 3;
+  config.layerdrop = 0.3;
+  torch::manual_seed(2);
+  HubertForSequenceClassification model(config);
+  model->freeze_feature_encoder();
+  model->train();
+  torch::Tensor x = torch::randn({3, 12000});
+  torch::Tensor lengths = torch::tensor({12000, 9000, 6000}, torch::kLong);
+  torch::Tensor logits = model->forward(x, lengths);
+  torch::Tensor loss = torch::nn::functional::cross_entropy(logits, torch::tensor({0, 1, 2}, torch::kLong));
+  loss.backward();
+  EXPECT_TRUE(std::isfinite(loss.item<double>()));
+  for (const auto& p : model->hubert->feature_extractor->named_parameters()) {
+    EXPECT_FALSE(p.value().requires_grad()) << p.key();
+    EXPECT_FALSE(p.value().grad().defined()) << p.key();
+  }
+  // Masked frames take masked_spec_embed, so it receives gradient.
+  ASSERT_TRUE(model->hubert->masked_spec_embed.grad().defined());
+  EXPECT_GT(model->hubert->masked_spec_embed.grad().abs().sum().item<double>(), 0);
+  EXPECT_GT(model->classifier->weight.grad().abs().sum().item<double>(), 0);
+  EXPECT_GT(model->layer_weights.grad().abs().sum().item<double>(), 0);
+
+  // Training differs from eval (dropout, masking); eval is deterministic.
+  model->eval();
+  torch::NoGradGuard no_grad;
+  torch::Tensor e1 = model->forward(x, lengths), e2 = model->forward(x, lengths);
+  EXPECT_TRUE(torch::equal(e1, e2));
+  EXPECT_FALSE(torch::allclose(e1, logits.detach()));
+}
+
+TEST_F(ModelTest, TrainingUnderBf16AutocastBackpropagates) {
+  auto m = LoadModel("tiny", kLabels, 4);
+  ASSERT_TRUE(m.ok());
+  m->model->train();
+  torch::Tensor x = torch::randn({2, 8000});
+  torch::Tensor loss;
+  {
+    AutocastGuard autocast(torch::Device(torch::kCPU), true);
+    torch::Tensor logits = m->model->forward(x, torch::tensor({8000, 5000}, torch::kLong));
+    loss = torch::nn::functional::cross_entropy(logits, torch::tensor({0, 3}, torch::kLong));
+  }
+  loss.backward();
+  EXPECT_TRUE(std::isfinite(loss.item<double>()));
+  EXPECT_EQ(m->model->hubert->encoder->layers[0]->attention->q_proj->weight.grad().scalar_type(), torch::kFloat);
+}
+
+TEST_F(ModelTest, FreezeBackboneLeavesOnlyTheHead) {
+  HubertForSequenceClassification model(SmallGroupNormConfig());
+  model->freeze_backbone_layers(1);
+  EXPECT_FALSE(model->hubert->encoder->layers[0]->attention->q_proj->weight.requires_grad());
+  EXPECT_TRUE(model->hubert->encoder->layers[1]->attention->q_proj->weight.requires_grad());
+  EXPECT_FALSE(model->hubert->feature_projection->projection->weight.requires_grad());
+  EXPECT_FALSE(model->hubert->encoder->layer_norm->weight.requires_grad());  // post-LN: before the layers
+  model->freeze_backbone();
+  for (const auto& p : model->named_parameters()) {
+    const bool head = p.key().rfind("projector.", 0) == 0 || p.key().rfind("classifier.", 0) == 0 ||
+                      p.key() == "layer_weights";
+    EXPECT_EQ(p.value().requires_grad(), head) << p.key();
+  }
+}
+
+TEST(PreprocessTest, NormalisesEachClipAndMasksOnlyWhenAsked) {
+  PreprocessorConfig pp;
+  pp.return_attention_mask = true;
+  std::vector<torch::Tensor> clips = {torch::randn({1000}) * 3 + 1, torch::randn({600}) * 0.1 - 2};
+  ModelInput in = MakeModelInput(clips, pp);
+  ASSERT_EQ(in.input_values.sizes(), (std::vector<int64_t>{2, 1000}));
+  ASSERT_TRUE(in.lengths.defined());
+  EXPECT_EQ(in.lengths[1].item<int64_t>(), 600);
+  torch::Tensor row1 = in.input_values[1].slice(0, 0, 600);
+  EXPECT_NEAR(row1.mean().item<double>(), 0, 1e-5);
+  EXPECT_NEAR(row1.var(false).item<double>(), 1, 1e-3);
+  EXPECT_EQ(in.input_values[1].slice(0, 600).abs().sum().item<double>(), 0);
+
+  pp.return_attention_mask = false;
+  pp.do_normalize = false;
+  ModelInput plain = MakeModelInput(clips, pp);
+  EXPECT_FALSE(plain.lengths.defined());
+  EXPECT_TRUE(torch::equal(plain.input_values[0], clips[0]));
+}
+
+}  // namespace
+}  // namespace ftune::model
