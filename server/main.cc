@@ -44,6 +44,8 @@ int Run(Flags flags) {
   const int signo = ftune::WaitForShutdown();
   spdlog::info("signal {}: draining", signo);
   (*controller)->Shutdown(absl::Seconds(flags.drain_seconds));
+  controller->reset();
+  spdlog::info("stopped");
   return 0;
 }
 

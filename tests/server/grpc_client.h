@@ -39,4 +39,21 @@ inline WatchResult WatchAll(ftune::v1::JobService::Stub* stub, const std::string
   return result;
 }
 
+// Reads the first `n` events of a stream that is still live, then hangs up.
+inline std::vector<ftune::v1::JobEvent> WatchFirst(ftune::v1::JobService::Stub* stub,
+                                                   const std::string& job_id, int64_t after_seq,
+                                                   size_t n) {
+  auto context = Context();
+  ftune::v1::WatchJobRequest request;
+  request.set_job_id(job_id);
+  request.set_after_seq(after_seq);
+  auto reader = stub->WatchJob(context.get(), request);
+  std::vector<ftune::v1::JobEvent> events;
+  ftune::v1::JobEvent event;
+  while (events.size() < n && reader->Read(&event)) events.push_back(event);
+  context->TryCancel();
+  reader->Finish().ok();
+  return events;
+}
+
 }  // namespace ftune::server::testing
