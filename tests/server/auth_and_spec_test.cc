@@ -1,0 +1,134 @@
+// common/auth (tokens file, scopes), common/job_spec (defaults) and common/credentials
+// (token file reading) — the pieces the controller, ftworker, ftctl and ftserve share.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "absl/strings/match.h"
+#include "common/auth.h"
+#include "common/credentials.h"
+#include "common/job_spec.h"
+#include "tests/server/test_util.h"
+#include "tests/support/process.h"
+
+namespace ftune {
+namespace {
+
+TEST(TokenStoreTest, ParsesScopesCommentsAndBlankLines) {
+  auto store = TokenStore::Parse(
+      "# ftune tokens\n\nclient  cccccccc1\nworker\twwwwwwww2  # the GPU boxes\nadmin aaaaaaaa3\n",
+      "tokens");
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->size(), 3u);
+  EXPECT_EQ((*store)->Lookup("cccccccc1"), Scope::kClient);
+  EXPECT_EQ((*store)->Lookup("wwwwwwww2"), Scope::kWorker);
+  EXPECT_EQ((*store)->Lookup("aaaaaaaa3"), Scope::kAdmin);
+  EXPECT_EQ((*store)->Lookup("cccccccc"), Scope::kNone);
+  EXPECT_EQ((*store)->Lookup(""), Scope::kNone);
+}
+
+TEST(TokenStoreTest, ErrorsNameFileAndLine) {
+  struct Case {
+    std::string text;
+    std::string message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"client aaaaaaaa1\nroot bbbbbbbb2\n", "tokens:2: unknown scope 'root'"},
+           {"client\n", "tokens:1: expected `scope token`"},
+           {"client short\n", "tokens:1: token shorter than 8 characters"},
+           {"client aaaaaaaa1\nworker aaaaaaaa1\n", "tokens:2: token listed twice"},
+           {"# nothing\n", "tokens: no tokens"},
+       }) {
+    auto store = TokenStore::Parse(c.text, "tokens");
+    EXPECT_EQ(store.status().code(), absl::StatusCode::kInvalidArgument) << c.text;
+    EXPECT_TRUE(absl::StartsWith(store.status().message(), c.message))
+        << store.status().message();
+  }
+  EXPECT_EQ(TokenStore::Load("/nonexistent/tokens").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(AuthorizerTest, HeaderChecks) {
+  std::shared_ptr<const TokenStore> tokens =
+      std::move(*TokenStore::Parse("client cccccccc1\nworker wwwwwwww2\nadmin aaaaaaaa3\n", "t"));
+  Authorizer auth(tokens);
+  const std::string client = "Bearer cccccccc1", worker = "Bearer wwwwwwww2",
+                    admin = "Bearer aaaaaaaa3", basic = "Basic cccccccc1",
+                    unknown = "Bearer zzzzzzzz9";
+  EXPECT_TRUE(auth.CheckHeader(&client, Scope::kClient).ok());
+  EXPECT_EQ(auth.CheckHeader(&client, Scope::kWorker).code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(auth.CheckHeader(&worker, Scope::kClient).code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(auth.CheckHeader(&admin, Scope::kWorker).ok());
+  EXPECT_TRUE(auth.CheckHeader(&admin, Scope::kClient).ok());
+  EXPECT_EQ(auth.CheckHeader(nullptr, Scope::kClient).code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(auth.CheckHeader(&basic, Scope::kClient).code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(auth.CheckHeader(&unknown, Scope::kClient).code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_TRUE(auth.CheckHeader(nullptr, Scope::kNone).ok());
+  // No tokens file: everything passes.
+  Authorizer open(nullptr);
+  EXPECT_FALSE(open.enabled());
+  EXPECT_TRUE(open.CheckHeader(nullptr, Scope::kWorker).ok());
+}
+
+TEST(AuthorizerTest, ScopeForMethod) {
+  EXPECT_EQ(ScopeForMethod("/ftune.v1.JobService/SubmitJob"), Scope::kClient);
+  EXPECT_EQ(ScopeForMethod("/ftune.v1.InferenceService/Classify"), Scope::kClient);
+  EXPECT_EQ(ScopeForMethod("/ftune.v1.WorkerService/Heartbeat"), Scope::kWorker);
+  EXPECT_EQ(ScopeForMethod("/grpc.health.v1.Health/Check"), Scope::kNone);
+  EXPECT_EQ(ScopeForMethod("/other.Service/X"), Scope::kAdmin);
+}
+
+TEST(JobSpecTest, WithDefaultsWritesEveryDefaultAndKeepsExplicitValues) {
+  ftune::v1::JobSpec spec = server::testing::ValidSpec();
+  spec.mutable_training()->set_batch_size(4);
+  spec.mutable_training()->set_freeze_feature_encoder(false);
+  spec.mutable_training()->set_max_grad_norm(0);
+  const ftune::v1::JobSpec full = WithDefaults(spec);
+  const auto& t = full.training();
+  EXPECT_EQ(t.epochs(), 3u);
+  EXPECT_EQ(t.batch_size(), 4u);
+  EXPECT_EQ(t.grad_accum(), 1u);
+  EXPECT_DOUBLE_EQ(t.learning_rate(), 5e-5);
+  EXPECT_DOUBLE_EQ(t.max_grad_norm(), 0);  // explicit 0 = no clipping, kept
+  EXPECT_FALSE(t.freeze_feature_encoder());
+  EXPECT_EQ(t.seed(), 42u);
+  EXPECT_EQ(t.keep_last(), 2u);
+  EXPECT_EQ(t.metric_for_best(), "accuracy");
+  EXPECT_EQ(t.log_every_steps(), 10u);
+  EXPECT_DOUBLE_EQ(full.dataset().eval_fraction(), 0.2);
+  EXPECT_EQ(full.device(), "auto");
+  EXPECT_EQ(full.max_restarts(), 3u);
+  EXPECT_TRUE(ValidateJobSpec(full).ok());
+  // Idempotent.
+  EXPECT_EQ(WithDefaults(full).SerializeAsString(), full.SerializeAsString());
+  ftune::v1::JobSpec default_free = server::testing::ValidSpec();
+  default_free.mutable_training()->set_freeze_feature_encoder(true);
+  EXPECT_TRUE(WithDefaults(default_free).training().freeze_feature_encoder());
+}
+
+TEST(JobSpecTest, DeviceNames) {
+  for (const char* ok : {"", "auto", "cpu", "cuda", "cuda:0", "cuda:12"}) {
+    EXPECT_TRUE(IsValidDeviceName(ok)) << ok;
+  }
+  for (const char* bad : {"gpu", "cuda:", "cuda:-1", "cuda:a", "CPU", "cuda:1234"}) {
+    EXPECT_FALSE(IsValidDeviceName(bad)) << bad;
+  }
+}
+
+TEST(CredentialsTest, TokenFileFirstNonEmptyLine) {
+  const std::string dir = ftune::testing::MakeTempDir("creds");
+  std::ofstream(dir + "/t") << "\n  secret-token-1  \nignored\n";
+  EXPECT_EQ(*ReadTokenFile(dir + "/t"), "secret-token-1");
+  std::ofstream(dir + "/empty") << "\n\n";
+  EXPECT_FALSE(ReadTokenFile(dir + "/empty").ok());
+  ChannelOptions options;
+  options.address = "127.0.0.1:1";
+  options.token_file = dir + "/missing";
+  EXPECT_EQ(MakeChannel(options).status().code(), absl::StatusCode::kNotFound);
+  options.token_file.clear();
+  EXPECT_TRUE(MakeChannel(options).ok());
+  options.address.clear();
+  EXPECT_EQ(MakeChannel(options).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace ftune
