@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <sstream>
+#include <type_traits>
 
 #include <google/protobuf/util/json_util.h>
 
@@ -93,6 +94,10 @@ void SpecFlags::Option(CLI::App* cmd, const std::string& name, const std::string
                        std::function<absl::Status(const T&, v1::JobSpec*)> set) {
   auto value = std::make_shared<T>();
   CLI::Option* option = cmd->add_option(name, *value, help);
+  // A flag given twice: the last one wins, as in most tools.
+  if constexpr (!std::is_same_v<T, std::vector<std::string>>) {
+    option->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  }
   setters_.emplace_back(option, [value, set](v1::JobSpec* spec) { return set(*value, spec); });
 }
 

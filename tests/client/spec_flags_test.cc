@@ -1,0 +1,179 @@
+#include "client/spec_flags.h"
+
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
+#include "tests/support/process.h"
+
+namespace ftune::ctl {
+namespace {
+
+namespace v1 = ::ftune::v1;
+
+// Parses `args` as `ftctl submit ARGS` would and builds the spec.
+absl::StatusOr<v1::JobSpec> Parse(std::vector<std::string> args) {
+  CLI::App app;
+  SpecFlags flags;
+  flags.AddTo(&app);
+  std::vector<std::string> reversed(args.rbegin(), args.rend());
+  try {
+    app.parse(reversed);
+  } catch (const CLI::ParseError& e) {
+    return absl::InvalidArgumentError(e.what());
+  }
+  return flags.Build();
+}
+
+std::vector<std::string> Required() {
+  return {"--dataset", "/data/ravdess", "--model", "tiny", "--output-dir", "/runs/1"};
+}
+
+std::vector<std::string> With(std::vector<std::string> more) {
+  std::vector<std::string> args = Required();
+  args.insert(args.end(), more.begin(), more.end());
+  return args;
+}
+
+TEST(SpecFlagsTest, FlagsFillTheirJobSpecFields) {
+  auto spec = Parse(With({"--model", "tiny", "--layout", "ravdess", "--split", "speaker",
+                          "--eval-fraction", "0.25", "--include-song", "--labels",
+                          "neutral,happy,sad", "--epochs", "4", "--batch-size", "16",
+                          "--grad-accum", "2", "--learning-rate", "3e-5", "--warmup-ratio",
+                          "0.1", "--schedule", "cosine", "--weight-decay", "0.01",
+                          "--max-grad-norm", "0.5", "--precision", "bf16",
+                          "--freeze-feature-encoder=false", "--freeze-layers", "2",
+                          "--max-seconds", "4", "--eval-every-steps", "50",
+                          "--checkpoint-every-steps", "100", "--keep-last", "3",
+                          "--metric-for-best", "macro_f1", "--early-stopping-patience", "2",
+                          "--seed", "7", "--device", "cpu", "--threads", "2", "--priority",
+                          "5", "--max-restarts", "1", "--request-id", "req-1", "--name",
+                          "first run"}));
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->dataset().path(), "/data/ravdess");
+  EXPECT_EQ(spec->dataset().layout(), v1::DATASET_LAYOUT_RAVDESS);
+  EXPECT_EQ(spec->dataset().split(), v1::SPLIT_STRATEGY_SPEAKER);
+  EXPECT_DOUBLE_EQ(spec->dataset().eval_fraction(), 0.25);
+  EXPECT_TRUE(spec->dataset().include_song());
+  EXPECT_EQ(spec->model(), "tiny");
+  ASSERT_EQ(spec->labels_size(), 3);
+  EXPECT_EQ(spec->labels(2), "sad");
+  const v1::TrainingConfig& t = spec->training();
+  EXPECT_EQ(t.epochs(), 4u);
+  EXPECT_EQ(t.batch_size(), 16u);
+  EXPECT_EQ(t.grad_accum(), 2u);
+  EXPECT_DOUBLE_EQ(t.learning_rate(), 3e-5);
+  EXPECT_DOUBLE_EQ(t.warmup_ratio(), 0.1);
+  EXPECT_EQ(t.schedule(), v1::LR_SCHEDULE_COSINE);
+  EXPECT_DOUBLE_EQ(t.weight_decay(), 0.01);
+  EXPECT_DOUBLE_EQ(t.max_grad_norm(), 0.5);
+  EXPECT_EQ(t.precision(), v1::PRECISION_BF16);
+  ASSERT_TRUE(t.has_freeze_feature_encoder());
+  EXPECT_FALSE(t.freeze_feature_encoder());
+  EXPECT_EQ(t.freeze_layers(), 2u);
+  EXPECT_DOUBLE_EQ(t.max_seconds(), 4);
+  EXPECT_EQ(t.eval_every_steps(), 50u);
+  EXPECT_EQ(t.checkpoint_every_steps(), 100u);
+  EXPECT_EQ(t.keep_last(), 3u);
+  EXPECT_EQ(t.metric_for_best(), "macro_f1");
+  EXPECT_EQ(t.early_stopping_patience(), 2u);
+  EXPECT_EQ(t.seed(), 7u);
+  EXPECT_EQ(spec->device(), "cpu");
+  EXPECT_EQ(spec->threads(), 2u);
+  EXPECT_EQ(spec->output_dir(), "/runs/1");
+  EXPECT_EQ(spec->priority(), 5);
+  EXPECT_EQ(spec->max_restarts(), 1u);
+  EXPECT_EQ(spec->client_request_id(), "req-1");
+  EXPECT_EQ(spec->name(), "first run");
+}
+
+TEST(SpecFlagsTest, TheLastOfARepeatedFlagWins) {
+  auto spec = Parse(With({"--epochs", "2", "--epochs", "5"}));
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->training().epochs(), 5u);
+}
+
+TEST(SpecFlagsTest, UnsetFlagsLeaveFieldsUnset) {
+  auto spec = Parse(Required());
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_FALSE(spec->training().has_learning_rate());
+  EXPECT_FALSE(spec->training().has_freeze_feature_encoder());
+  EXPECT_FALSE(spec->has_max_restarts());
+  EXPECT_EQ(spec->training().epochs(), 0u);
+}
+
+TEST(SpecFlagsTest, FlagsOverrideTheSpecFile) {
+  const std::string dir = testing::MakeTempDir("spec");
+  const std::string file = dir + "/spec.json";
+  std::ofstream(file) << R"({"dataset": {"path": "/data/a", "layout": "DATASET_LAYOUT_FOLDERS"},
+    "model": "hubert-base", "output_dir": "/runs/a",
+    "training": {"epochs": 5, "learningRate": 1e-4}, "labels": ["x", "y"]})";
+  auto spec = Parse({"-f", file, "--epochs", "2", "--model", "tiny"});
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->dataset().path(), "/data/a");
+  EXPECT_EQ(spec->dataset().layout(), v1::DATASET_LAYOUT_FOLDERS);
+  EXPECT_EQ(spec->model(), "tiny");
+  EXPECT_EQ(spec->training().epochs(), 2u);
+  EXPECT_DOUBLE_EQ(spec->training().learning_rate(), 1e-4);
+  EXPECT_EQ(spec->labels_size(), 2);
+  EXPECT_EQ(spec->output_dir(), "/runs/a");
+}
+
+TEST(SpecFlagsTest, BadEnumNamesTheFlagAndTheChoices) {
+  auto spec = Parse(With({"--precision", "fp8"}));
+  ASSERT_FALSE(spec.ok());
+  EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(spec.status().message(), "--precision")) << spec.status();
+  EXPECT_TRUE(absl::StrContains(spec.status().message(), "bf16")) << spec.status();
+  EXPECT_TRUE(Parse(With({"--layout", "RAVDESS"})).ok()) << "case does not matter";
+  EXPECT_FALSE(Parse(With({"--schedule", "step"})).ok());
+  EXPECT_FALSE(Parse(With({"--split", "speakers"})).ok());
+}
+
+TEST(SpecFlagsTest, InvalidSpecNamesTheField) {
+  auto spec = Parse({"--dataset", "/data", "--model", "tiny"});
+  ASSERT_FALSE(spec.ok());
+  EXPECT_TRUE(absl::StrContains(spec.status().message(), "output_dir")) << spec.status();
+
+  spec = Parse(With({"--device", "tpu"}));
+  ASSERT_FALSE(spec.ok());
+  EXPECT_TRUE(absl::StrContains(spec.status().message(), "device")) << spec.status();
+
+  spec = Parse(With({"--eval-fraction", "1.5"}));
+  ASSERT_FALSE(spec.ok());
+  EXPECT_TRUE(absl::StrContains(spec.status().message(), "eval_fraction")) << spec.status();
+}
+
+TEST(SpecFlagsTest, NonNumbersAreParseErrors) {
+  EXPECT_FALSE(Parse(With({"--epochs", "three"})).ok());
+  EXPECT_FALSE(Parse(With({"--learning-rate", "fast"})).ok());
+  EXPECT_FALSE(Parse(With({"--no-such-flag", "1"})).ok());
+}
+
+TEST(SpecFlagsTest, BadSpecFilesNameTheFile) {
+  const std::string dir = testing::MakeTempDir("spec");
+  auto spec = Parse({"-f", dir + "/missing.json"});
+  ASSERT_FALSE(spec.ok());
+  EXPECT_TRUE(absl::StrContains(spec.status().message(), "missing.json"));
+
+  std::ofstream(dir + "/typo.json") << R"({"dataset": {"path": "/d"}, "output_dir": "/o",
+      "trainng": {}})";
+  spec = Parse({"-f", dir + "/typo.json"});
+  ASSERT_FALSE(spec.ok());
+  EXPECT_TRUE(absl::StrContains(spec.status().message(), "typo.json")) << spec.status();
+  EXPECT_TRUE(absl::StrContains(spec.status().message(), "trainng")) << spec.status();
+
+  std::ofstream(dir + "/broken.json") << "{ not json";
+  EXPECT_FALSE(Parse({"-f", dir + "/broken.json"}).ok());
+}
+
+TEST(SpecFlagsTest, JobStateNames) {
+  EXPECT_EQ(*ParseJobState("running"), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(*ParseJobState("CANCELLED"), v1::JOB_STATE_CANCELLED);
+  EXPECT_FALSE(ParseJobState("done").ok());
+  EXPECT_EQ(JobStateName(v1::JOB_STATE_SUCCEEDED), "succeeded");
+}
+
+}  // namespace
+}  // namespace ftune::ctl
