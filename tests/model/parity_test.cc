@@ -19,26 +19,31 @@ namespace {
 
 constexpr double kTolerance = 1e-4;
 
+// Runs make_reference.py once per process; every test asserts on the outcome, so a missing
+// torchaudio is a failure, not a skip.
+absl::StatusOr<std::string> GenerateReference() {
+  const std::string dir = ftune::testing::MakeTempDir("hubert_parity");
+  const char* override_script = std::getenv("FTUNE_MODEL_REFERENCE_SCRIPT");
+  const std::string script = override_script ? override_script : FTUNE_MODEL_REFERENCE_SCRIPT;
+  auto run = ftune::testing::RunCommand({"/usr/bin/python3", script, dir}, absl::Seconds(240));
+  if (!run.ok()) return run.status();
+  if (run->exit_code != 0) {
+    return absl::InternalError("make_reference.py exited with " + std::to_string(run->exit_code) +
+                               " (is python3-torchaudio installed?): " + run->out);
+  }
+  return dir;
+}
+
+const absl::StatusOr<std::string>& ReferenceDir() {
+  static const auto* dir = new absl::StatusOr<std::string>(GenerateReference());
+  return *dir;
+}
+
 class ParityTest : public ::testing::TestWithParam<std::string> {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new std::string(ftune::testing::MakeTempDir("hubert_parity"));
-    const char* source = std::getenv("FTUNE_SOURCE_DIR");
-    const std::string script = std::string(source ? source : ".") + "/tests/model/make_reference.py";
-    auto run = ftune::testing::RunCommand({"/usr/bin/python3", script, *dir_}, absl::Seconds(240));
-    ASSERT_TRUE(run.ok()) << run.status();
-    ASSERT_EQ(run->exit_code, 0) << "make_reference.py failed (python3-torchaudio installed?): " << run->out;
-  }
-  static void TearDownTestSuite() {
-    delete dir_;
-    dir_ = nullptr;
-  }
-
-  std::string Folder(const std::string& name) const { return *dir_ + "/" + name; }
-
-  static std::string* dir_;
+  void SetUp() override { ASSERT_TRUE(ReferenceDir().ok()) << ReferenceDir().status(); }
+  std::string Folder(const std::string& name) const { return *ReferenceDir() + "/" + name; }
 };
-std::string* ParityTest::dir_ = nullptr;
 
 void ExpectClose(const torch::Tensor& actual, const torch::Tensor& expected, const std::string& what) {
   ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
