@@ -389,8 +389,10 @@ TEST_F(DatasetTest, DemoCorpusScriptMakesAUsableRavdessSet) {
   if (std::system("command -v espeak-ng >/dev/null && command -v sox >/dev/null") != 0) {
     GTEST_SKIP() << "espeak-ng or sox not installed";
   }
+  // ctest's FTUNE_SOURCE_DIR, else the source folder this test was built from.
   const char* source = std::getenv("FTUNE_SOURCE_DIR");
-  const std::string script = std::string(source ? source : ".") + "/scripts/make-demo-dataset";
+  const std::string script =
+      std::string(source ? source : FTUNE_DATA_TEST_SOURCE_DIR) + "/scripts/make-demo-dataset";
   auto run = ftune::testing::RunCommand(
       {script, dir_ + "/demo", "--actors", "3", "--statements", "1", "--repetitions", "1",
        "--intensities", "1", "--jobs", "2"},
