@@ -1,0 +1,364 @@
+#include "worker/train/trainer.h"
+
+#include <filesystem>
+#include <iostream>
+#include <map>
+
+#include "gtest/gtest.h"
+#include "tests/support/process.h"
+#include "tests/train/synthetic.h"
+#include "torch/torch.h"
+#include "worker/model/checkpoint.h"
+#include "worker/train/checkpoint_manager.h"
+
+namespace ftune::train {
+namespace {
+
+namespace fs = std::filesystem;
+using ftune::v1::JobEvent;
+using testing::MakeToneDataset;
+using testing::ToneSetOptions;
+
+class RecordingSink : public EventSink {
+ public:
+  void Emit(JobEvent event) override {
+    if (on_event) on_event(event);
+    events.push_back(std::move(event));
+  }
+  int Count(JobEvent::PayloadCase kind) const {
+    int n = 0;
+    for (const auto& e : events) n += e.payload_case() == kind;
+    return n;
+  }
+  std::function<void(const JobEvent&)> on_event;
+  std::vector<JobEvent> events;
+};
+
+// The tiny preset; without regularisation when `deterministic` (for exact comparisons
+// between runs that batch differently).
+model::LoadedModel TinyModel(const std::vector<std::string>& labels, bool deterministic,
+                             uint64_t seed = 7) {
+  if (!deterministic) {
+    auto loaded = model::LoadModel("tiny", labels, seed);
+    EXPECT_TRUE(loaded.ok()) << loaded.status();
+    return *std::move(loaded);
+  }
+  model::HubertConfig c = *model::PresetConfig("tiny");
+  c.id2label = labels;
+  c.hidden_dropout = c.activation_dropout = c.attention_dropout = c.feat_proj_dropout = 0;
+  c.layerdrop = 0;
+  c.mask_time_prob = 0;
+  c.mask_feature_prob = 0;
+  torch::manual_seed(seed);
+  model::LoadedModel loaded;
+  loaded.config = c;
+  loaded.model = model::HubertForSequenceClassification(c);
+  loaded.model->init_weights();
+  loaded.preprocessor = model::DefaultPreprocessorFor(c);
+  return loaded;
+}
+
+TrainerConfig BaseConfig(const std::string& out) {
+  TrainerConfig c;
+  c.epochs = 1;
+  c.batch_size = 4;
+  c.learning_rate = 1e-3;
+  c.precision = RequestedPrecision::kFp32;
+  c.device = "cpu";
+  c.threads = 1;
+  c.loader_threads = 1;
+  c.log_every_steps = 1;
+  c.output_dir = out;
+  return c;
+}
+
+std::map<std::string, torch::Tensor> Weights(model::HubertForSequenceClassification& m) {
+  std::map<std::string, torch::Tensor> w;
+  for (const auto& p : m->named_parameters()) w[p.key()] = p.value().detach().cpu().clone();
+  return w;
+}
+
+double MaxDiff(const std::map<std::string, torch::Tensor>& a,
+               const std::map<std::string, torch::Tensor>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double worst = 0;
+  for (const auto& [name, t] : a) {
+    auto it = b.find(name);
+    if (it == b.end()) return 1e30;
+    worst = std::max(worst, (t - it->second).abs().max().item<double>());
+  }
+  return worst;
+}
+
+struct RunOutput {
+  absl::StatusOr<TrainResult> result;
+  std::map<std::string, torch::Tensor> weights;
+  std::vector<JobEvent> events;
+};
+
+RunOutput Train(const TrainerConfig& config, model::LoadedModel model, const data::Dataset& dataset,
+          const TrainerOptions& options = {},
+          std::function<void(const JobEvent&, CancelToken*)> on_event = nullptr) {
+  data::AudioCache audio;
+  RecordingSink sink;
+  CancelToken cancel;
+  if (on_event) sink.on_event = [&](const JobEvent& e) { on_event(e, &cancel); };
+  RunOutput run;
+  auto trainer = Trainer::Create(config, std::move(model), dataset, &audio, &sink, &cancel,
+                                 options);
+  if (!trainer.ok()) {
+    run.result = trainer.status();
+    return run;
+  }
+  run.result = (*trainer)->Run();
+  run.weights = Weights((*trainer)->model());
+  run.events = sink.events;
+  return run;
+}
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  std::string Dir(const std::string& name) { return ftune::testing::MakeTempDir(name); }
+};
+
+TEST_F(TrainerTest, AccumulationMatchesOneBigBatch) {
+  ToneSetOptions tones;
+  tones.class_hz = {300, 900};
+  tones.train_per_class = 5;  // 10 clips: 4+4+2 makes an uneven window
+  tones.eval_per_class = 1;
+  const data::Dataset dataset = MakeToneDataset(Dir("tones"), tones);
+  model::LoadedModel init_model = TinyModel(dataset.labels, true);
+  const std::map<std::string, torch::Tensor> init = Weights(init_model.model);
+
+  auto run = [&](int batch, int accum) {
+    TrainerConfig c = BaseConfig(Dir("out"));
+    c.batch_size = batch;
+    c.grad_accum = accum;
+    return Train(c, TinyModel(dataset.labels, true), dataset);
+  };
+  // One optimizer step each: 10 x 1, 5 x 2, and 4 x 3 (windows of 4, 4 and 2 clips).
+  RunOutput big = run(10, 1);
+  ASSERT_TRUE(big.result.ok()) << big.result.status();
+  EXPECT_EQ(big.result->steps, 1);
+  EXPECT_GT(MaxDiff(big.weights, init), 1e-4);  // it did move
+  RunOutput two = run(5, 2);
+  ASSERT_TRUE(two.result.ok()) << two.result.status();
+  EXPECT_EQ(two.result->steps, 1);
+  EXPECT_LT(MaxDiff(big.weights, two.weights), 1e-5);
+  RunOutput three = run(4, 3);
+  ASSERT_TRUE(three.result.ok()) << three.result.status();
+  EXPECT_EQ(three.result->steps, 1);
+  EXPECT_LT(MaxDiff(big.weights, three.weights), 1e-5);
+}
+
+TEST_F(TrainerTest, Batch8x1EqualsBatch4x2) {
+  ToneSetOptions tones;
+  tones.class_hz = {300, 900};
+  tones.train_per_class = 4;
+  tones.eval_per_class = 1;
+  const data::Dataset dataset = MakeToneDataset(Dir("tones"), tones);
+  TrainerConfig a = BaseConfig(Dir("out"));
+  a.batch_size = 8;
+  a.epochs = 2;
+  TrainerConfig b = BaseConfig(Dir("out"));
+  b.batch_size = 4;
+  b.grad_accum = 2;
+  b.epochs = 2;
+  RunOutput ra = Train(a, TinyModel(dataset.labels, true), dataset);
+  RunOutput rb = Train(b, TinyModel(dataset.labels, true), dataset);
+  ASSERT_TRUE(ra.result.ok()) << ra.result.status();
+  ASSERT_TRUE(rb.result.ok()) << rb.result.status();
+  EXPECT_EQ(ra.result->steps, 2);
+  EXPECT_EQ(rb.result->steps, 2);
+  EXPECT_LT(MaxDiff(ra.weights, rb.weights), 1e-5);
+}
+
+// 2 epochs straight vs 1 epoch, stop, resume, 1 epoch: same weights (dropout and SpecAugment
+// on, so the RNG state must come back too).
+TEST_F(TrainerTest, ResumeAfterAnEpochReproducesTheStraightRun) {
+  const data::Dataset dataset = MakeToneDataset(Dir("tones"), {});
+  TrainerConfig c = BaseConfig(Dir("straight"));
+  c.epochs = 2;
+  RunOutput straight = Train(c, TinyModel(dataset.labels, false), dataset);
+  ASSERT_TRUE(straight.result.ok()) << straight.result.status();
+  EXPECT_EQ(straight.result->end, TrainEnd::kCompleted);
+
+  c.output_dir = Dir("resumed");
+  RunOutput first = Train(c, TinyModel(dataset.labels, false), dataset, {},
+                    [](const JobEvent& e, CancelToken* cancel) {
+                      if (e.has_checkpoint_saved()) cancel->Request(StopReason::kHandBack);
+                    });
+  ASSERT_TRUE(first.result.ok()) << first.result.status();
+  EXPECT_EQ(first.result->end, TrainEnd::kHandedBack);
+  EXPECT_EQ(first.result->steps, straight.result->steps / 2);
+  // A different initialisation seed: everything must come from the checkpoint.
+  RunOutput second = Train(c, TinyModel(dataset.labels, false, /*seed=*/99), dataset);
+  ASSERT_TRUE(second.result.ok()) << second.result.status();
+  EXPECT_TRUE(second.result->resumed);
+  EXPECT_EQ(second.result->end, TrainEnd::kCompleted);
+  EXPECT_EQ(second.result->steps, straight.result->steps);
+  EXPECT_LT(MaxDiff(straight.weights, second.weights), 1e-6);
+}
+
+// Mid-epoch stop with a frozen, cached feature encoder: resume starts at the right batch.
+TEST_F(TrainerTest, ResumeMidEpochWithFeatureCache) {
+  const data::Dataset dataset = MakeToneDataset(Dir("tones"), {});
+  TrainerConfig c = BaseConfig(Dir("straight"));
+  c.epochs = 2;
+  c.batch_size = 2;
+  c.checkpoint_every_steps = 4;
+  c.freeze_feature_encoder_set = true;
+  c.freeze_feature_encoder = true;
+  RunOutput straight = Train(c, TinyModel(dataset.labels, false), dataset);
+  ASSERT_TRUE(straight.result.ok()) << straight.result.status();
+  ASSERT_EQ(straight.result->steps, 12);
+
+  c.output_dir = Dir("resumed");
+  RunOutput first = Train(c, TinyModel(dataset.labels, false), dataset, {},
+                    [](const JobEvent& e, CancelToken* cancel) {
+                      if (e.has_train_progress() && e.train_progress().step() == 3) {
+                        cancel->Request(StopReason::kCancel);
+                      }
+                    });
+  ASSERT_TRUE(first.result.ok()) << first.result.status();
+  EXPECT_EQ(first.result->end, TrainEnd::kCancelled);
+  EXPECT_EQ(first.result->steps, 3);
+  EXPECT_EQ(*CheckpointManager::FindLatestComplete(c.output_dir),
+            (fs::path(c.output_dir) / "checkpoint-3").string());
+  RunOutput second = Train(c, TinyModel(dataset.labels, false), dataset);
+  ASSERT_TRUE(second.result.ok()) << second.result.status();
+  EXPECT_EQ(second.result->steps, 12);
+  EXPECT_LT(MaxDiff(straight.weights, second.weights), 1e-6);
+}
+
+TEST_F(TrainerTest, FeatureCacheIsExact) {
+  const data::Dataset dataset = MakeToneDataset(Dir("tones"), {});
+  TrainerConfig c = BaseConfig(Dir("a"));
+  c.epochs = 2;
+  // The reference path runs the CNN on the padded batch (another summation order): a small
+  // learning rate keeps Adam from magnifying that rounding noise.
+  c.learning_rate = 1e-4;
+  c.freeze_feature_encoder_set = true;
+  c.freeze_feature_encoder = true;
+  TrainerOptions cached;
+  TrainerOptions uncached;
+  uncached.cache_features = false;
+  RunOutput with = Train(c, TinyModel(dataset.labels, true), dataset, cached);
+  c.output_dir = Dir("b");
+  RunOutput without = Train(c, TinyModel(dataset.labels, true), dataset, uncached);
+  ASSERT_TRUE(with.result.ok()) << with.result.status();
+  ASSERT_TRUE(without.result.ok()) << without.result.status();
+  EXPECT_LT(MaxDiff(with.weights, without.weights), 1e-5);
+}
+
+TEST_F(TrainerTest, LeaseLostWritesNothing) {
+  const data::Dataset dataset = MakeToneDataset(Dir("tones"), {});
+  TrainerConfig c = BaseConfig(Dir("out"));
+  c.epochs = 3;
+  RunOutput run = Train(c, TinyModel(dataset.labels, true), dataset, {},
+                  [](const JobEvent& e, CancelToken* cancel) {
+                    if (e.has_train_progress()) cancel->Request(StopReason::kLeaseLost);
+                  });
+  ASSERT_TRUE(run.result.ok()) << run.result.status();
+  EXPECT_EQ(run.result->end, TrainEnd::kLeaseLost);
+  EXPECT_EQ(run.result->steps, 1);
+  EXPECT_FALSE(CheckpointManager::FindLatestComplete(c.output_dir).has_value());
+}
+
+TEST_F(TrainerTest, EventsCheckpointsAndBest) {
+  const data::Dataset dataset = MakeToneDataset(Dir("tones"), {});
+  TrainerConfig c = BaseConfig(Dir("out"));
+  c.epochs = 3;
+  c.keep_last = 1;
+  RunOutput run = Train(c, TinyModel(dataset.labels, false), dataset);
+  ASSERT_TRUE(run.result.ok()) << run.result.status();
+  const int steps_per_epoch = 3;  // 12 clips / 4
+  EXPECT_EQ(run.result->steps, 3 * steps_per_epoch);
+  EXPECT_EQ(run.result->total_steps, 3 * steps_per_epoch);
+  int progress = 0, evals = 0, saved = 0;
+  for (const JobEvent& e : run.events) {
+    if (e.has_train_progress()) {
+      ++progress;
+      const auto& p = e.train_progress();
+      EXPECT_EQ(p.total_steps(), 9);
+      EXPECT_GT(p.loss(), 0);
+      EXPECT_GT(p.learning_rate(), 0);
+      EXPECT_GT(p.grad_norm(), 0);
+      EXPECT_EQ(p.loss_scale(), 1.0);
+      EXPECT_GT(p.samples_per_sec(), 0);
+    }
+    if (e.has_eval_result()) {
+      ++evals;
+      const auto& r = e.eval_result();
+      EXPECT_EQ(r.num_samples(), 6u);
+      EXPECT_EQ(r.labels_size(), 3);
+      EXPECT_EQ(r.confusion_size(), 9);
+      EXPECT_EQ(r.per_class_recall_size(), 3);
+      EXPECT_EQ(r.epoch(), static_cast<uint32_t>(evals));
+    }
+    if (e.has_checkpoint_saved()) ++saved;
+  }
+  EXPECT_EQ(progress, 9);
+  EXPECT_EQ(evals, 3);
+  EXPECT_GE(saved, 3);
+  EXPECT_EQ(run.result->best_checkpoint, (fs::path(c.output_dir) / "best").string());
+  EXPECT_TRUE(CheckpointManager::IsComplete(run.result->best_checkpoint));
+  EXPECT_EQ(run.result->last_checkpoint, (fs::path(c.output_dir) / "checkpoint-9").string());
+  // keep_last 1: only the newest step checkpoint besides best/.
+  EXPECT_EQ(CheckpointManager::ListComplete(c.output_dir).size(), 1u);
+  // The checkpoint is a Hugging Face folder the model library loads back.
+  auto reloaded = model::LoadModel(run.result->last_checkpoint, {}, 0);
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  EXPECT_EQ(reloaded->config.id2label, dataset.labels);
+}
+
+TEST_F(TrainerTest, EarlyStoppingEndsTheRun) {
+  const data::Dataset dataset = MakeToneDataset(Dir("tones"), {});
+  TrainerConfig c = BaseConfig(Dir("out"));
+  c.epochs = 6;
+  c.learning_rate = 1e-12;  // nothing changes, so nothing improves
+  c.early_stopping_patience = 2;
+  RunOutput run = Train(c, TinyModel(dataset.labels, true), dataset);
+  ASSERT_TRUE(run.result.ok()) << run.result.status();
+  EXPECT_EQ(run.result->end, TrainEnd::kEarlyStopped);
+  EXPECT_EQ(run.result->steps, 3 * 3);  // first eval sets best, two more without improvement
+}
+
+TEST_F(TrainerTest, ResumeRefusesAnotherBatchSize) {
+  const data::Dataset dataset = MakeToneDataset(Dir("tones"), {});
+  TrainerConfig c = BaseConfig(Dir("out"));
+  RunOutput first = Train(c, TinyModel(dataset.labels, true), dataset);
+  ASSERT_TRUE(first.result.ok()) << first.result.status();
+  c.batch_size = 2;
+  c.epochs = 2;
+  RunOutput second = Train(c, TinyModel(dataset.labels, true), dataset);
+  EXPECT_EQ(second.result.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(second.result.status().message().find("batch_size"), std::string::npos);
+}
+
+// The tiny preset from scratch on pitch classes reaches clearly above chance.
+TEST_F(TrainerTest, ItLearns) {
+  ToneSetOptions tones;
+  tones.class_hz = {200, 500, 1250};
+  tones.train_per_class = 16;
+  tones.eval_per_class = 6;
+  tones.seconds = 0.4;
+  const data::Dataset dataset = MakeToneDataset(Dir("tones"), tones);
+  TrainerConfig c = BaseConfig(Dir("out"));
+  c.epochs = 4;
+  c.batch_size = 8;
+  c.learning_rate = 1e-3;
+  c.warmup_ratio = 0.1;
+  c.log_every_steps = 100;
+  RunOutput run = Train(c, TinyModel(dataset.labels, false), dataset);
+  ASSERT_TRUE(run.result.ok()) << run.result.status();
+  std::string curve;
+  for (const JobEvent& e : run.events) {
+    if (e.has_eval_result()) curve += " " + std::to_string(e.eval_result().accuracy());
+  }
+  EXPECT_GE(run.result->best_accuracy, 0.75) << "chance is 0.33; accuracy per epoch:" << curve;
+  std::cout << "accuracy per epoch:" << curve << " in " << run.result->seconds << " s\n";
+}
+
+}  // namespace
+}  // namespace ftune::train

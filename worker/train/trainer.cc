@@ -1,0 +1,774 @@
+#include "worker/train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <set>
+#include <unordered_map>
+
+#include "ATen/CPUGeneratorImpl.h"
+#include "ATen/autocast_mode.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "nlohmann/json.hpp"
+#include "torch/torch.h"
+#include "worker/data/batch_loader.h"
+#include "worker/model/device.h"
+#include "worker/model/safetensors.h"
+#include "worker/train/checkpoint_manager.h"
+#include "worker/train/loss_scaler.h"
+#include "worker/train/lr_schedule.h"
+#include "worker/train/metrics.h"
+#include "worker/train/precision.h"
+
+namespace ftune::train {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using FeatureCache = std::unordered_map<int64_t, torch::Tensor>;
+
+constexpr int kStateFormat = 1;
+constexpr char kOptimizerFile[] = "optimizer.pt";
+constexpr char kRngFile[] = "rng.pt";
+
+double Seconds(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+// Autocast in the run's dtype for one forward pass. Leaving the outermost scope drops the
+// cached low-precision copies of the weights, so the next pass sees the updated weights.
+class PrecisionScope {
+ public:
+  PrecisionScope(const torch::Device& device, ComputeDtype dtype) {
+    if (dtype == ComputeDtype::kFp32) return;
+    active_ = true;
+    cuda_ = device.is_cuda();
+    const at::ScalarType type = dtype == ComputeDtype::kBf16 ? at::kBFloat16 : at::kHalf;
+    if (cuda_) {
+      previous_enabled_ = at::autocast::is_enabled();
+      previous_dtype_ = at::autocast::get_autocast_gpu_dtype();
+      at::autocast::set_autocast_gpu_dtype(type);
+      at::autocast::set_enabled(true);
+    } else {
+      previous_enabled_ = at::autocast::is_cpu_enabled();
+      previous_dtype_ = at::autocast::get_autocast_cpu_dtype();
+      at::autocast::set_autocast_cpu_dtype(type);
+      at::autocast::set_cpu_enabled(true);
+    }
+    at::autocast::increment_nesting();
+  }
+  ~PrecisionScope() {
+    if (!active_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    if (cuda_) {
+      at::autocast::set_enabled(previous_enabled_);
+      at::autocast::set_autocast_gpu_dtype(previous_dtype_);
+    } else {
+      at::autocast::set_cpu_enabled(previous_enabled_);
+      at::autocast::set_autocast_cpu_dtype(previous_dtype_);
+    }
+  }
+  PrecisionScope(const PrecisionScope&) = delete;
+  PrecisionScope& operator=(const PrecisionScope&) = delete;
+
+ private:
+  bool active_ = false;
+  bool cuda_ = false;
+  bool previous_enabled_ = false;
+  at::ScalarType previous_dtype_ = at::kFloat;
+};
+
+bool Improves(BestMetric metric, double value, double reference, double margin) {
+  return metric == BestMetric::kEvalLoss ? value < reference - margin
+                                         : value > reference + margin;
+}
+
+ftune::v1::JobEvent LogEvent(ftune::v1::LogLevel level, const std::string& message) {
+  ftune::v1::JobEvent event;
+  event.mutable_log()->set_level(level);
+  event.mutable_log()->set_message(message);
+  return event;
+}
+
+absl::StatusOr<nlohmann::json> ReadJson(const fs::path& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path.string()));
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": ", e.what()));
+  }
+}
+
+}  // namespace
+
+const char* TrainEndName(TrainEnd end) {
+  switch (end) {
+    case TrainEnd::kCompleted:
+      return "completed";
+    case TrainEnd::kEarlyStopped:
+      return "early_stopped";
+    case TrainEnd::kCancelled:
+      return "cancelled";
+    case TrainEnd::kHandedBack:
+      return "handed_back";
+    case TrainEnd::kLeaseLost:
+      return "lease_lost";
+  }
+  return "completed";
+}
+
+struct Trainer::State {
+  TrainerConfig config;
+  TrainerOptions options;
+  model::LoadedModel loaded;
+  data::Dataset dataset;
+  data::AudioCache* cache = nullptr;
+  EventSink* sink = nullptr;
+  CancelToken* cancel = nullptr;
+
+  torch::Device device{torch::kCPU};
+  PrecisionChoice precision;
+  bool cache_train_features = false;
+  bool cache_eval_features = false;
+  std::vector<torch::Tensor> params;  // trainable only
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  std::optional<LrSchedule> schedule;
+  DynamicLossScaler scaler{LossScalerOptions{.enabled = false}};
+  std::unique_ptr<CheckpointManager> checkpoints;
+  FeatureCache train_features, eval_features;
+
+  int64_t batches_per_epoch = 0;
+  int64_t steps_per_epoch = 0;
+  int64_t total_steps = 0;
+
+  // Where the run is: the next micro-batch is batch `batch_in_epoch` of epoch `epoch`
+  // (0-based); `step` optimizer steps are done.
+  int epoch = 0;
+  int64_t batch_in_epoch = 0;
+  int64_t step = 0;
+  int64_t skipped_steps = 0;
+  bool has_best = false;
+  double best_metric = 0;
+  double best_accuracy = 0;
+  int64_t best_step = -1;
+  int evals_without_improvement = 0;
+  double last_accuracy = 0;
+  std::string last_checkpoint;
+  std::string best_checkpoint;
+  int64_t last_saved_step = -1;
+
+  // Progress reporting.
+  Clock::time_point run_start;
+  Clock::time_point log_start;
+  int64_t steps_at_start = 0;
+  double loss_since_log = 0;
+  int64_t steps_since_log = 0;
+  int64_t samples_since_log = 0;
+  double last_lr = 0;
+  double last_grad_norm = 0;
+
+  model::HubertForSequenceClassification& model() { return loaded.model; }
+  void Emit(ftune::v1::JobEvent event) { sink->Emit(std::move(event)); }
+  void Log(ftune::v1::LogLevel level, const std::string& message) {
+    Emit(LogEvent(level, message));
+  }
+
+  int64_t TrainBatchSize(int64_t batch) const {
+    const int64_t n = static_cast<int64_t>(dataset.train.size());
+    return std::min<int64_t>(config.batch_size, n - batch * config.batch_size);
+  }
+
+  // Logits of one batch. With a feature cache, each clip's feature-encoder output is computed
+  // alone at its own length (so it does not depend on the batch it lands in) and reused.
+  torch::Tensor Logits(const data::Batch& batch, FeatureCache* features) {
+    torch::Tensor audio = batch.audio.to(device);
+    torch::Tensor lengths = batch.lengths.to(device);
+    PrecisionScope autocast(device, precision.dtype);
+    if (features == nullptr) return model()->forward(audio, lengths);
+    std::vector<torch::Tensor> per_clip;
+    per_clip.reserve(batch.clip_indices.size());
+    {
+      torch::NoGradGuard no_grad;
+      for (size_t i = 0; i < batch.clip_indices.size(); ++i) {
+        const int64_t clip = batch.clip_indices[i];
+        auto it = features->find(clip);
+        if (it == features->end()) {
+          const int64_t n = batch.lengths[i].item<int64_t>();
+          torch::Tensor f =
+              model()->extract_features(audio[i].slice(0, 0, n).unsqueeze(0)).squeeze(0);
+          it = features->emplace(clip, f).first;
+        }
+        per_clip.push_back(it->second);
+      }
+    }
+    torch::Tensor padded = torch::nn::utils::rnn::pad_sequence(per_clip, /*batch_first=*/true);
+    return model()->forward_features(padded, lengths);
+  }
+
+  // Forward and backward of one micro-batch whose loss counts `weight` of its window.
+  double ForwardBackward(const data::Batch& batch, double weight, FeatureCache* features) {
+    torch::Tensor logits = Logits(batch, features);
+    torch::Tensor loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat),
+                                                              batch.labels.to(device));
+    scaler.Scale(loss * weight).backward();
+    return loss.item<double>();
+  }
+
+  // Unscale, check, clip, step (or skip), advance the schedule.
+  void OptimizerStep() {
+    const bool found_inf = scaler.UnscaleAndCheck(params);
+    double norm = std::numeric_limits<double>::infinity();
+    if (!found_inf) {
+      norm = torch::nn::utils::clip_grad_norm_(
+          params, config.max_grad_norm > 0 ? config.max_grad_norm
+                                           : std::numeric_limits<double>::infinity());
+    }
+    const double lr = schedule->LrAt(step);
+    if (!found_inf) {
+      for (auto& group : optimizer->param_groups()) {
+        static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+      }
+      optimizer->step();
+    } else {
+      ++skipped_steps;
+    }
+    scaler.Update(found_inf);
+    ++step;
+    last_lr = lr;
+    last_grad_norm = norm;
+  }
+
+  void EmitProgress() {
+    ftune::v1::JobEvent event;
+    ftune::v1::TrainProgress* p = event.mutable_train_progress();
+    const double position =
+        std::min<double>(config.epochs, static_cast<double>(step) / std::max<int64_t>(1, steps_per_epoch));
+    p->set_epoch(static_cast<uint32_t>(std::min<int>(config.epochs, epoch + 1)));
+    p->set_epoch_progress(position);
+    p->set_step(step);
+    p->set_total_steps(total_steps);
+    p->set_loss(steps_since_log > 0 ? loss_since_log / steps_since_log : 0.0);
+    p->set_learning_rate(last_lr);
+    p->set_grad_norm(last_grad_norm);
+    p->set_loss_scale(scaler.scale());
+    p->set_skipped_steps(skipped_steps);
+    const double window = Seconds(log_start);
+    p->set_samples_per_sec(window > 0 ? samples_since_log / window : 0.0);
+    const double elapsed = Seconds(run_start);
+    p->set_elapsed_seconds(elapsed);
+    const int64_t done = step - steps_at_start;
+    p->set_eta_seconds(done > 0 ? elapsed / done * static_cast<double>(total_steps - step) : 0.0);
+    Emit(std::move(event));
+    loss_since_log = 0;
+    steps_since_log = 0;
+    samples_since_log = 0;
+    log_start = Clock::now();
+  }
+
+  struct EvalOutcome {
+    bool is_best = false;
+    bool stop_early = false;
+  };
+
+  absl::StatusOr<EvalOutcome> Evaluate(int epoch_1based) {
+    const Clock::time_point start = Clock::now();
+    data::LoaderOptions lo;
+    lo.batch_size = config.batch_size;
+    lo.shuffle = false;
+    lo.seed = config.seed;
+    lo.max_seconds = config.max_seconds;
+    lo.random_crop = false;
+    lo.normalize = loaded.preprocessor.do_normalize;
+    lo.threads = config.loader_threads > 0 ? config.loader_threads : 2;
+    data::BatchLoader loader(dataset.eval, cache, lo);
+    MetricsAccumulator metrics(static_cast<int>(dataset.labels.size()));
+    double loss_sum = 0;
+    model()->eval();
+    {
+      torch::NoGradGuard no_grad;
+      while (true) {
+        ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader.Next());
+        if (!batch) break;
+        torch::Tensor logits =
+            Logits(*batch, cache_eval_features ? &eval_features : nullptr).to(torch::kFloat);
+        torch::Tensor labels = batch->labels.to(device);
+        loss_sum += torch::nn::functional::cross_entropy(
+                        logits, labels,
+                        torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                        .item<double>();
+        torch::Tensor predicted = logits.argmax(1).cpu();
+        torch::Tensor truth = batch->labels.cpu();
+        for (int64_t i = 0; i < truth.size(0); ++i) {
+          metrics.Add(static_cast<int>(truth[i].item<int64_t>()),
+                      static_cast<int>(predicted[i].item<int64_t>()));
+        }
+      }
+    }
+    model()->train();
+    const ClassificationMetrics m = metrics.Compute();
+    const double loss = m.num_samples > 0 ? loss_sum / m.num_samples : 0.0;
+    double value = m.accuracy;
+    if (config.metric_for_best == BestMetric::kMacroF1) value = m.macro_f1;
+    if (config.metric_for_best == BestMetric::kEvalLoss) value = loss;
+
+    EvalOutcome outcome;
+    outcome.is_best = !has_best || Improves(config.metric_for_best, value, best_metric, 0.0);
+    const bool improved = !has_best || Improves(config.metric_for_best, value, best_metric,
+                                                config.early_stopping_threshold);
+    evals_without_improvement = improved ? 0 : evals_without_improvement + 1;
+    if (outcome.is_best) {
+      has_best = true;
+      best_metric = value;
+      best_accuracy = m.accuracy;
+      best_step = step;
+    }
+    last_accuracy = m.accuracy;
+    outcome.stop_early = config.early_stopping_patience > 0 &&
+                         evals_without_improvement >= config.early_stopping_patience;
+
+    ftune::v1::JobEvent event;
+    ftune::v1::EvalResult* r = event.mutable_eval_result();
+    r->set_epoch(static_cast<uint32_t>(epoch_1based));
+    r->set_step(step);
+    r->set_loss(loss);
+    r->set_accuracy(m.accuracy);
+    r->set_macro_f1(m.macro_f1);
+    for (const std::string& label : dataset.labels) r->add_labels(label);
+    for (double recall : m.per_class_recall) r->add_per_class_recall(recall);
+    for (uint32_t c : m.confusion) r->add_confusion(c);
+    r->set_num_samples(static_cast<uint32_t>(m.num_samples));
+    r->set_is_best(outcome.is_best);
+    r->set_seconds(Seconds(start));
+    Emit(std::move(event));
+    return outcome;
+  }
+
+  nlohmann::json TrainerStateJson() const {
+    return {
+        {"format", kStateFormat},
+        {"epoch", epoch},
+        {"batch_in_epoch", batch_in_epoch},
+        {"step", step},
+        {"total_steps", total_steps},
+        {"skipped_steps", skipped_steps},
+        {"seed", config.seed},
+        {"batch_size", config.batch_size},
+        {"grad_accum", config.grad_accum},
+        {"train_clips", dataset.train.size()},
+        {"precision", ComputeDtypeName(precision.dtype)},
+        {"loss_scaler", scaler.state().ToJson()},
+        {"best",
+         {{"has_best", has_best},
+          {"metric_name", BestMetricName(config.metric_for_best)},
+          {"metric", best_metric},
+          {"accuracy", best_accuracy},
+          {"step", best_step}}},
+        {"evals_without_improvement", evals_without_improvement},
+        {"last_accuracy", last_accuracy},
+    };
+  }
+
+  absl::Status WriteCheckpoint(const std::string& dir) {
+    RETURN_IF_ERROR(model::SaveModelFolder(model(), loaded.preprocessor, dir));
+    const fs::path state_dir = fs::path(dir) / kTrainingStateDir;
+    std::error_code ec;
+    fs::create_directories(state_dir, ec);
+    if (ec) return absl::InternalError(absl::StrCat("cannot create ", state_dir.string()));
+    torch::save(*optimizer, (state_dir / kOptimizerFile).string());
+    torch::Tensor rng;
+    {
+      auto generator = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      rng = generator.get_state();
+    }
+    torch::save(rng, (state_dir / kRngFile).string());
+    // Last: its presence marks the checkpoint complete.
+    std::ofstream out(state_dir / kTrainerStateFile);
+    out << TrainerStateJson().dump(2) << "\n";
+    out.close();
+    if (!out) return absl::InternalError(absl::StrCat("cannot write ", kTrainerStateFile));
+    return absl::OkStatus();
+  }
+
+  absl::Status SaveCheckpoint(bool is_best) {
+    if (last_saved_step != step) {
+      ASSIGN_OR_RETURN(last_checkpoint, checkpoints->Save(step, [this](const std::string& dir) {
+        return WriteCheckpoint(dir);
+      }));
+      last_saved_step = step;
+    }
+    if (is_best) {
+      ASSIGN_OR_RETURN(best_checkpoint, checkpoints->MarkBest(last_checkpoint));
+    }
+    ftune::v1::JobEvent event;
+    ftune::v1::CheckpointSaved* c = event.mutable_checkpoint_saved();
+    c->set_path(last_checkpoint);
+    c->set_epoch(static_cast<uint32_t>(epoch + (batch_in_epoch > 0 ? 1 : 0)));
+    c->set_step(step);
+    c->set_is_best(is_best);
+    c->set_metric_name(BestMetricName(config.metric_for_best));
+    c->set_metric_value(best_metric);
+    Emit(std::move(event));
+    return absl::OkStatus();
+  }
+
+  absl::Status Restore(const std::string& dir) {
+    ASSIGN_OR_RETURN(nlohmann::json st, ReadJson(fs::path(dir) / kTrainingStateDir /
+                                                 kTrainerStateFile));
+    try {
+      if (st.at("format").get<int>() != kStateFormat) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(dir, ": unsupported training_state format ", st.at("format").dump()));
+      }
+      auto must_match = [&](const char* key, int64_t now) -> absl::Status {
+        const int64_t saved = st.at(key).get<int64_t>();
+        if (saved == now) return absl::OkStatus();
+        return absl::FailedPreconditionError(
+            absl::StrCat("cannot resume from ", dir, ": it was trained with ", key, " ", saved,
+                         ", this run has ", now));
+      };
+      RETURN_IF_ERROR(must_match("batch_size", config.batch_size));
+      RETURN_IF_ERROR(must_match("grad_accum", config.grad_accum));
+      RETURN_IF_ERROR(must_match("train_clips", static_cast<int64_t>(dataset.train.size())));
+      if (st.at("seed").get<uint64_t>() != config.seed) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("cannot resume from ", dir, ": it was trained with seed ",
+                         st.at("seed").dump(), ", this run has ", config.seed));
+      }
+      epoch = st.at("epoch").get<int>();
+      batch_in_epoch = st.at("batch_in_epoch").get<int64_t>();
+      step = st.at("step").get<int64_t>();
+      skipped_steps = st.at("skipped_steps").get<int64_t>();
+      const nlohmann::json& best = st.at("best");
+      has_best = best.at("has_best").get<bool>();
+      best_metric = best.at("metric").get<double>();
+      best_accuracy = best.at("accuracy").get<double>();
+      best_step = best.at("step").get<int64_t>();
+      evals_without_improvement = st.at("evals_without_improvement").get<int>();
+      last_accuracy = st.at("last_accuracy").get<double>();
+      ASSIGN_OR_RETURN(LossScalerState scaler_state,
+                       LossScalerState::FromJson(st.at("loss_scaler")));
+      RETURN_IF_ERROR(scaler.Restore(scaler_state));
+    } catch (const nlohmann::json::exception& e) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(dir, "/", kTrainingStateDir, "/", kTrainerStateFile, ": ", e.what()));
+    }
+    if (batch_in_epoch < 0 || batch_in_epoch >= batches_per_epoch || epoch < 0 || step < 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(dir, ": position epoch ", epoch, " batch ", batch_in_epoch,
+                       " does not fit this dataset (", batches_per_epoch, " batches/epoch)"));
+    }
+    ASSIGN_OR_RETURN(auto tensors,
+                     model::ReadSafetensors((fs::path(dir) / "model.safetensors").string()));
+    RETURN_IF_ERROR(model::LoadStateDict(model(), std::move(tensors), {}, nullptr));
+    const fs::path state_dir = fs::path(dir) / kTrainingStateDir;
+    try {
+      torch::load(*optimizer, (state_dir / kOptimizerFile).string(), device);
+      torch::Tensor rng;
+      torch::load(rng, (state_dir / kRngFile).string());
+      auto generator = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_state(rng);
+    } catch (const c10::Error& e) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(dir, ": cannot restore optimizer/RNG state: ", e.what_without_backtrace()));
+    }
+    last_checkpoint = dir;
+    last_saved_step = step;
+    const std::string best_dir = checkpoints->best_dir();
+    if (CheckpointManager::IsComplete(best_dir)) best_checkpoint = best_dir;
+    return absl::OkStatus();
+  }
+
+  // One epoch from the current position; returns why training must stop, if it must.
+  absl::StatusOr<std::optional<TrainEnd>> TrainEpoch() {
+    data::LoaderOptions lo;
+    lo.batch_size = config.batch_size;
+    lo.shuffle = true;
+    lo.seed = config.seed;
+    lo.epoch = epoch;
+    lo.max_seconds = config.max_seconds;
+    lo.random_crop = config.max_seconds > 0;
+    lo.group_by_length = config.group_by_length;
+    lo.normalize = loaded.preprocessor.do_normalize;
+    lo.threads = config.loader_threads > 0 ? config.loader_threads : 2;
+    lo.start_batch = batch_in_epoch;
+    data::BatchLoader loader(dataset.train, cache, lo);
+    const int64_t nb = loader.num_batches();
+    FeatureCache* features = cache_train_features ? &train_features : nullptr;
+    model()->train();
+    const int accum = config.grad_accum;
+    while (batch_in_epoch < nb) {
+      // The window of micro-batches that makes this optimizer step; the loss of each is
+      // weighted by its share of the window's samples, so any split of the same clips gives
+      // the same gradient (also for an epoch's last, shorter window).
+      const int64_t window_end = std::min<int64_t>(nb, (batch_in_epoch / accum + 1) * accum);
+      int64_t window_samples = 0;
+      for (int64_t b = batch_in_epoch; b < window_end; ++b) window_samples += TrainBatchSize(b);
+      optimizer->zero_grad();
+      double window_loss = 0;
+      for (; batch_in_epoch < window_end; ++batch_in_epoch) {
+        ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader.Next());
+        if (!batch) return absl::InternalError("batch loader ended before its last batch");
+        const int64_t n = batch->labels.size(0);
+        const double weight = static_cast<double>(n) / static_cast<double>(window_samples);
+        window_loss += ForwardBackward(*batch, weight, features) * weight;
+        samples_since_log += n;
+      }
+      OptimizerStep();
+      loss_since_log += window_loss;
+      ++steps_since_log;
+      const bool epoch_done = batch_in_epoch == nb;
+      const int epoch_1based = epoch + 1;
+      if (epoch_done) {
+        ++epoch;
+        batch_in_epoch = 0;
+      }
+      if (step % config.log_every_steps == 0 || step == total_steps) EmitProgress();
+
+      EvalOutcome eval;
+      bool evaluated = false;
+      if ((config.eval_every_steps > 0 && step % config.eval_every_steps == 0) ||
+          (config.eval_every_steps == 0 && epoch_done)) {
+        ASSIGN_OR_RETURN(eval, Evaluate(epoch_1based));
+        evaluated = true;
+      }
+      const bool scheduled_save =
+          (config.checkpoint_every_steps > 0 && step % config.checkpoint_every_steps == 0) ||
+          (config.checkpoint_every_steps == 0 && epoch_done);
+      if (scheduled_save || (evaluated && eval.is_best)) {
+        RETURN_IF_ERROR(SaveCheckpoint(evaluated && eval.is_best));
+      }
+      if (evaluated && eval.stop_early) {
+        RETURN_IF_ERROR(SaveCheckpoint(false));
+        Log(ftune::v1::LOG_LEVEL_INFO,
+            absl::StrCat("early stopping: ", evals_without_improvement,
+                         " evaluations without improvement of ",
+                         BestMetricName(config.metric_for_best)));
+        return TrainEnd::kEarlyStopped;
+      }
+      switch (cancel->reason()) {
+        case StopReason::kNone:
+          break;
+        case StopReason::kLeaseLost:
+          // Another worker may own the job now: write nothing.
+          return TrainEnd::kLeaseLost;
+        case StopReason::kCancel:
+          RETURN_IF_ERROR(SaveCheckpoint(false));
+          return TrainEnd::kCancelled;
+        case StopReason::kHandBack:
+          RETURN_IF_ERROR(SaveCheckpoint(false));
+          return TrainEnd::kHandedBack;
+      }
+      if (epoch_done) break;
+    }
+    return std::optional<TrainEnd>();
+  }
+};
+
+Trainer::Trainer(std::unique_ptr<State> state) : s_(std::move(state)) {}
+Trainer::~Trainer() = default;
+
+model::HubertForSequenceClassification& Trainer::model() { return s_->model(); }
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
+    const TrainerConfig& config, model::LoadedModel loaded, data::Dataset dataset,
+    data::AudioCache* cache, EventSink* sink, CancelToken* cancel,
+    const TrainerOptions& options) {
+  if (!loaded.model) return absl::InvalidArgumentError("no model");
+  if (dataset.train.empty()) return absl::FailedPreconditionError("the training split is empty");
+  if (config.epochs < 1 || config.batch_size < 1 || config.grad_accum < 1) {
+    return absl::InvalidArgumentError("epochs, batch_size and grad_accum must be >= 1");
+  }
+  if (static_cast<int>(dataset.labels.size()) != loaded.config.num_labels()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the model has ", loaded.config.num_labels(), " labels, the dataset ",
+                     dataset.labels.size()));
+  }
+  if (config.freeze_layers > loaded.config.num_hidden_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("training.freeze_layers: ", config.freeze_layers, " exceeds the model's ",
+                     loaded.config.num_hidden_layers, " layers"));
+  }
+  auto s = std::make_unique<State>();
+  s->config = config;
+  s->options = options;
+  s->loaded = std::move(loaded);
+  s->dataset = std::move(dataset);
+  s->cache = cache;
+  s->sink = sink;
+  s->cancel = cancel;
+  try {
+    ASSIGN_OR_RETURN(s->device, model::ParseDevice(config.device));
+    // bf16 on CUDA is left to libtorch to accept or refuse for the device at hand.
+    ASSIGN_OR_RETURN(s->precision, ChoosePrecision(config.precision, s->device.is_cuda(),
+                                                   HostCpuFeatures(), /*cuda_bf16=*/true));
+    if (config.threads > 0) at::set_num_threads(config.threads);
+    torch::manual_seed(config.seed);
+
+    for (const std::string& note : s->loaded.notes) s->Log(ftune::v1::LOG_LEVEL_INFO, note);
+    s->Log(ftune::v1::LOG_LEVEL_INFO,
+           absl::StrCat("device ", s->device.str(), ", ", at::get_num_threads(),
+                        " threads, precision ", s->precision.reason));
+
+    // Freezing.
+    auto& m = s->model();
+    bool freeze_cnn = config.freeze_feature_encoder_set ? config.freeze_feature_encoder
+                                                        : !options.random_init;
+    if (!config.freeze_feature_encoder_set && options.random_init) {
+      s->Log(ftune::v1::LOG_LEVEL_INFO,
+             "random-init preset: the feature encoder is trainable by default "
+             "(--freeze-feature-encoder true freezes it)");
+    }
+    if (config.freeze_backbone) {
+      m->freeze_backbone();
+    } else if (config.freeze_layers > 0) {
+      m->freeze_backbone_layers(config.freeze_layers);
+    }
+    if (freeze_cnn) m->freeze_feature_encoder();
+    bool cnn_frozen = true;
+    for (const auto& p : m->hubert->feature_extractor->parameters()) {
+      if (p.requires_grad()) cnn_frozen = false;
+    }
+    m->to(s->device);
+    m->train();
+
+    // AdamW with two groups: no weight decay on biases and LayerNorm weights (as HF).
+    std::vector<torch::Tensor> decay, no_decay;
+    std::set<const void*> layer_norm_params;
+    for (const auto& module : m->modules(/*include_self=*/true)) {
+      if (module->as<torch::nn::LayerNorm>() == nullptr) continue;
+      for (const auto& p : module->parameters(/*recurse=*/false)) {
+        layer_norm_params.insert(p.unsafeGetTensorImpl());
+      }
+    }
+    int64_t trainable = 0;
+    for (const auto& item : m->named_parameters()) {
+      const torch::Tensor& p = item.value();
+      if (!p.requires_grad()) continue;
+      trainable += p.numel();
+      s->params.push_back(p);
+      const std::string& name = item.key();
+      const bool is_bias = name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0;
+      if (is_bias || layer_norm_params.count(p.unsafeGetTensorImpl())) {
+        no_decay.push_back(p);
+      } else {
+        decay.push_back(p);
+      }
+    }
+    if (s->params.empty()) return absl::InvalidArgumentError("every parameter is frozen");
+    auto adam = torch::optim::AdamWOptions(config.learning_rate)
+                    .betas({config.adam_beta1, config.adam_beta2})
+                    .eps(config.adam_epsilon)
+                    .weight_decay(config.weight_decay)
+                    .amsgrad(false);
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    if (!decay.empty()) {
+      groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(adam));
+    }
+    if (!no_decay.empty()) {
+      auto opts = std::make_unique<torch::optim::AdamWOptions>(adam);
+      opts->weight_decay(0.0);
+      groups.emplace_back(no_decay, std::move(opts));
+    }
+    s->optimizer = std::make_unique<torch::optim::AdamW>(groups, adam);
+
+    s->scaler = DynamicLossScaler(LossScalerOptions{.enabled = s->precision.loss_scaling});
+
+    const int64_t n = static_cast<int64_t>(s->dataset.train.size());
+    s->batches_per_epoch = (n + config.batch_size - 1) / config.batch_size;
+    s->steps_per_epoch = StepsPerEpoch(s->batches_per_epoch, config.grad_accum);
+    s->total_steps = s->steps_per_epoch * config.epochs;
+    ASSIGN_OR_RETURN(LrSchedule schedule,
+                     LrSchedule::Create(config.schedule, config.learning_rate,
+                                        WarmupSteps(config, s->total_steps), s->total_steps));
+    s->schedule.emplace(schedule);
+    if (config.log_every_steps < 1) s->config.log_every_steps = 1;
+
+    s->cache_train_features = options.cache_features && cnn_frozen && config.max_seconds <= 0;
+    s->cache_eval_features = options.cache_features && cnn_frozen;
+    s->Log(ftune::v1::LOG_LEVEL_INFO,
+           absl::StrCat(trainable, " trainable parameters; feature encoder ",
+                        cnn_frozen ? "frozen" : "trainable",
+                        s->cache_train_features ? " (its output is computed once and reused)"
+                                                : ""));
+    ASSIGN_OR_RETURN(s->checkpoints, CheckpointManager::Create(config.output_dir, config.keep_last));
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("preparing training: ", e.what_without_backtrace()));
+  }
+  return std::unique_ptr<Trainer>(new Trainer(std::move(s)));
+}
+
+absl::StatusOr<TrainResult> Trainer::Run() {
+  State& s = *s_;
+  TrainResult result;
+  s.run_start = Clock::now();
+  s.log_start = s.run_start;
+  try {
+    if (s.options.resume) {
+      if (auto latest = CheckpointManager::FindLatestComplete(s.config.output_dir)) {
+        RETURN_IF_ERROR(s.Restore(*latest));
+        result.resumed = true;
+        s.Log(ftune::v1::LOG_LEVEL_INFO,
+              absl::StrCat("resumed from ", *latest, " (epoch ", s.epoch + 1, ", batch ",
+                           s.batch_in_epoch, ", step ", s.step, ")"));
+      }
+    }
+    s.steps_at_start = s.step;
+    TrainEnd end = TrainEnd::kCompleted;
+    while (s.epoch < s.config.epochs) {
+      ASSIGN_OR_RETURN(std::optional<TrainEnd> stop, s.TrainEpoch());
+      if (stop) {
+        end = *stop;
+        break;
+      }
+    }
+    if (end == TrainEnd::kCompleted && s.last_saved_step != s.step) {
+      RETURN_IF_ERROR(s.SaveCheckpoint(false));
+    }
+    result.end = end;
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("training: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("training: ", e.what()));
+  }
+  result.steps = s.step;
+  result.total_steps = s.total_steps;
+  result.skipped_steps = s.skipped_steps;
+  result.best_checkpoint = s.best_checkpoint;
+  result.last_checkpoint = s.last_checkpoint;
+  result.best_metric_name = BestMetricName(s.config.metric_for_best);
+  result.best_metric = s.best_metric;
+  result.best_accuracy = s.best_accuracy;
+  result.last_accuracy = s.last_accuracy;
+  result.seconds = Seconds(s.run_start);
+  return result;
+}
+
+absl::StatusOr<double> Trainer::TrainStepForBench(const std::vector<data::Batch>& batches) {
+  State& s = *s_;
+  if (batches.empty()) return absl::InvalidArgumentError("no batches");
+  try {
+    int64_t samples = 0;
+    for (const auto& b : batches) samples += b.labels.size(0);
+    s.model()->train();
+    s.optimizer->zero_grad();
+    double loss = 0;
+    for (const auto& b : batches) {
+      const double weight = static_cast<double>(b.labels.size(0)) / samples;
+      loss += s.ForwardBackward(b, weight, nullptr) * weight;
+    }
+    s.OptimizerStep();
+    return loss;
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("bench step: ", e.what_without_backtrace()));
+  }
+}
+
+}  // namespace ftune::train

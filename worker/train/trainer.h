@@ -1,0 +1,83 @@
+// The fine-tuning loop: AdamW + schedule + (optional) loss scaling over a data::Dataset,
+// evaluation, checkpoints, early stopping, cancellation and exact resume. Knows nothing of
+// RPC: it takes a config, a model, a dataset, an event sink and a cancel token.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "worker/data/audio_cache.h"
+#include "worker/data/batch_loader.h"
+#include "worker/data/dataset.h"
+#include "worker/model/checkpoint.h"
+#include "worker/train/cancel_token.h"
+#include "worker/train/event_sink.h"
+#include "worker/train/trainer_config.h"
+
+namespace ftune::train {
+
+enum class TrainEnd {
+  kCompleted,     // all epochs ran
+  kEarlyStopped,  // patience exhausted
+  kCancelled,     // CancelToken kCancel: resumable checkpoint saved
+  kHandedBack,    // CancelToken kHandBack: resumable checkpoint saved
+  kLeaseLost,     // CancelToken kLeaseLost: stopped at once, nothing saved
+};
+const char* TrainEndName(TrainEnd end);
+
+struct TrainResult {
+  TrainEnd end = TrainEnd::kCompleted;
+  int64_t steps = 0;        // optimizer steps done (including steps before a resume)
+  int64_t total_steps = 0;  // planned
+  int64_t skipped_steps = 0;
+  bool resumed = false;
+  std::string best_checkpoint;  // best/ ("" before any evaluation)
+  std::string last_checkpoint;  // newest checkpoint-<step>/
+  std::string best_metric_name;
+  double best_metric = 0;
+  double best_accuracy = 0;  // accuracy of the evaluation that made best/
+  double last_accuracy = 0;
+  double seconds = 0;  // wall time of this run (not counting runs before a resume)
+};
+
+struct TrainerOptions {
+  // The model came from a preset (random initialisation): an unset freeze_feature_encoder
+  // then means trainable (there is nothing pretrained to keep).
+  bool random_init = false;
+  // Reuse a frozen feature encoder's output across epochs (exact when nothing random comes
+  // before it, i.e. no random crop). Tests turn it off to compare.
+  bool cache_features = true;
+  // Resume from the newest complete checkpoint in output_dir when there is one.
+  bool resume = true;
+};
+
+class Trainer {
+ public:
+  // Validates the combination (device, precision, freezing) and prepares the run; the model
+  // is moved to the device. `cache`, `sink` and `cancel` must outlive the trainer.
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(
+      const TrainerConfig& config, model::LoadedModel model, data::Dataset dataset,
+      data::AudioCache* cache, EventSink* sink, CancelToken* cancel,
+      const TrainerOptions& options = {});
+  ~Trainer();
+
+  // Trains to the end (or until stopped). Errors: NotFound / FailedPrecondition / Invalid-
+  // Argument for problems that would repeat (bad checkpoint to resume), Internal otherwise.
+  absl::StatusOr<TrainResult> Run();
+
+  // The model being trained (for tests and benchmarks).
+  model::HubertForSequenceClassification& model();
+
+  // Benchmark hook: one optimizer step over `batches` (grad_accum micro-batches), timing
+  // nothing itself. Returns the mean loss.
+  absl::StatusOr<double> TrainStepForBench(const std::vector<data::Batch>& batches);
+
+ private:
+  struct State;
+  explicit Trainer(std::unique_ptr<State> state);
+  std::unique_ptr<State> s_;
+};
+
+}  // namespace ftune::train
