@@ -38,7 +38,7 @@ absl::Status Fill(absl::StatusOr<T> result, T* out) {
 // watch's notification; the Watch is closed in OnDone.
 class WatchReactor final : public grpc::ServerWriteReactor<JobEvent> {
  public:
-  explicit WatchReactor(grpc::CallbackServerContext* context) : context_(context) {}
+  WatchReactor() = default;
 
   void Start(JobManager* manager, const ftune::v1::WatchJobRequest& request, absl::Status auth) {
     if (!auth.ok()) {
@@ -115,7 +115,6 @@ class WatchReactor final : public grpc::ServerWriteReactor<JobEvent> {
     Finish(ToGrpcStatus(status));
   }
 
-  grpc::CallbackServerContext* const context_;
   std::mutex mu_;
   std::shared_ptr<Watch> watch_;
   JobEvent event_;
@@ -222,7 +221,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
 
 grpc::ServerWriteReactor<JobEvent>* JobServiceImpl::WatchJob(
     grpc::CallbackServerContext* context, const ftune::v1::WatchJobRequest* request) {
-  auto* reactor = new WatchReactor(context);
+  auto* reactor = new WatchReactor();
   reactor->Start(manager_, *request, Authorize(authorizer_, context, Scope::kClient));
   return reactor;
 }
