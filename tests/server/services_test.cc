@@ -102,7 +102,7 @@ TEST_F(ServicesTest, WrongScopeIsPermissionDenied) {
   EXPECT_EQ(Submit("worker", &response).error_code(), grpc::StatusCode::PERMISSION_DENIED);
   auto as_client = WorkerService::NewStub(Channel("client"));
   EXPECT_EQ(Register(as_client.get(), "w1").error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  // A client token cannot watch as... it can: watching is a client call. A worker cannot.
+  // Watching is a client call: a worker token is refused.
   auto as_worker = JobService::NewStub(Channel("worker"));
   auto watched = testing::WatchAll(as_worker.get(), "job-x", 0);
   EXPECT_EQ(watched.status.error_code(), grpc::StatusCode::PERMISSION_DENIED);
@@ -218,6 +218,37 @@ TEST_F(ServicesTest, EmptyLongPollReturnsNoJobAtTheDeadline) {
   grpc::Status status = worker->AcquireJob(Context().get(), request, &response);
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_FALSE(response.has_job());
+}
+
+TEST_F(ServicesTest, AbandonedLongPollIsWithdrawnAndLeasesNothing) {
+  StartController();
+  auto worker = WorkerService::NewStub(Channel("worker"));
+  auto jobs = JobService::NewStub(Channel("client"));
+  ASSERT_TRUE(Register(worker.get(), "w1").ok());
+  ftune::v1::AcquireJobRequest request;
+  request.set_worker_id("w1");
+  request.add_free_devices("cpu");
+  request.set_wait_seconds(30);
+  ftune::v1::AcquireJobResponse response;
+  // The caller gives up long before the poll would end.
+  grpc::Status status =
+      worker->AcquireJob(Context(absl::Milliseconds(300)).get(), request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (controller_->manager().waiting_acquires() > 0 && absl::Now() < deadline) {
+    std::this_thread::yield();
+  }
+  ASSERT_EQ(controller_->manager().waiting_acquires(), 0u);
+  ftune::v1::SubmitJobRequest submit;
+  *submit.mutable_spec() = ValidSpec();
+  ftune::v1::SubmitJobResponse submitted;
+  ASSERT_TRUE(jobs->SubmitJob(Context().get(), submit, &submitted).ok());
+  EXPECT_EQ(submitted.job().state(), ftune::v1::JOB_STATE_QUEUED);
+  ftune::v1::GetJobRequest get;
+  get.set_job_id(submitted.job().id());
+  ftune::v1::Job job;
+  ASSERT_TRUE(jobs->GetJob(Context().get(), get, &job).ok());
+  EXPECT_EQ(job.state(), ftune::v1::JOB_STATE_QUEUED);
 }
 
 TEST_F(ServicesTest, ShutdownEndsParkedPollsAndWatches) {
