@@ -100,7 +100,7 @@ std::vector<fs::path> ListSubdirs(const fs::path& dir) {
 
 bool IsActorDir(const fs::path& p) {
   const std::string name = p.filename().string();
-  if (name.size() <= 6 || name.rfind("Actor_", 0) != 0) return false;
+  if (name.size() <= 6 || name.size() > 10 || name.rfind("Actor_", 0) != 0) return false;
   return std::all_of(name.begin() + 6, name.end(), [](char c) { return absl::ascii_isdigit(c); });
 }
 
@@ -491,9 +491,11 @@ std::string SplitName(SplitStrategy split) {
   }
 }
 
-absl::StatusOr<Dataset> ScanDataset(const DatasetSpec& spec,
-                                    const std::vector<std::string>& labels, uint64_t seed,
-                                    AudioCache* cache, int threads) {
+namespace {
+
+absl::StatusOr<Dataset> ScanDatasetImpl(const DatasetSpec& spec,
+                                        const std::vector<std::string>& labels, uint64_t seed,
+                                        AudioCache* cache, int threads) {
   if (spec.path().empty()) return absl::InvalidArgumentError("dataset path is empty");
   const fs::path root(spec.path());
   if (!fs::exists(root)) {
@@ -653,6 +655,20 @@ absl::StatusOr<Dataset> ScanDataset(const DatasetSpec& spec,
   summary.set_train_files(uint32_t(ds.train.size()));
   summary.set_eval_files(uint32_t(ds.eval.size()));
   return ds;
+}
+
+}  // namespace
+
+absl::StatusOr<Dataset> ScanDataset(const DatasetSpec& spec,
+                                    const std::vector<std::string>& labels, uint64_t seed,
+                                    AudioCache* cache, int threads) {
+  // std::filesystem throws on what it cannot stat (e.g. a folder without permission).
+  try {
+    return ScanDatasetImpl(spec, labels, seed, cache, threads);
+  } catch (const fs::filesystem_error& e) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot read dataset ", spec.path(), ": ",
+                                                      e.what()));
+  }
 }
 
 absl::Status ValidateDataset(const Dataset& dataset) {
