@@ -1,12 +1,26 @@
-// `ftworker run`: the worker daemon.
-#include <string>
+// `ftworker run`: the worker daemon. Pulls jobs from a controller and runs them with the
+// fine-tuning runner, one per device, until SIGTERM/SIGINT; then hands running jobs back.
+#include <unistd.h>
 
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/cuda.h>
+
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "common/credentials.h"
 #include "common/grpc_server.h"
 #include "common/logging.h"
 #include "common/shutdown.h"
+#include "common/version.h"
 #include "spdlog/spdlog.h"
 #include "worker/commands.h"
+#include "worker/daemon/devices.h"
+#include "worker/daemon/worker_client.h"
+#include "worker/daemon/worker_daemon.h"
+#include "worker/train/job_runner.h"
 
 namespace ftune::worker {
 
@@ -15,8 +29,46 @@ namespace {
 struct RunFlags {
   std::string controller = "127.0.0.1:7070";
   std::string listen;
+  std::string worker_id;
+  std::string devices;
+  std::vector<std::string> allowed_roots;
+  int threads = 0;
+  std::string token_file;
+  bool tls = false;
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
   LogConfig log{.level = "info", .file = "", .name = "ftworker"};
 };
+
+std::string HostName() {
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0 || name[0] == '\0') return "localhost";
+  return name;
+}
+
+absl::StatusOr<ftune::v1::Device> CudaDevice(int index) {
+  const int count = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count())
+                                                : 0;
+  if (index >= count) {
+    return absl::NotFoundError(absl::StrCat("no CUDA device cuda:", index, " (this machine has ",
+                                            count, ")"));
+  }
+  ftune::v1::Device device;
+  device.set_name(absl::StrCat("cuda:", index));
+  device.set_kind(ftune::v1::DEVICE_KIND_CUDA);
+  device.set_description(absl::StrCat("CUDA device ", index));
+  return device;
+}
+
+// cpu, plus every CUDA device torch can see.
+std::string DefaultDevices() {
+  std::string list = "cpu";
+  if (torch::cuda::is_available()) {
+    for (size_t i = 0; i < torch::cuda::device_count(); ++i) absl::StrAppend(&list, ",cuda:", i);
+  }
+  return list;
+}
 
 int Run(const RunFlags& flags) {
   if (absl::Status s = SetUpLogging(flags.log); !s.ok()) {
@@ -24,6 +76,45 @@ int Run(const RunFlags& flags) {
     return 2;
   }
   InstallShutdownHandlers();
+
+  daemon::DaemonConfig config;
+  config.worker_id = flags.worker_id.empty() ? HostName() : flags.worker_id;
+  config.host = HostName();
+  config.version = kVersion;
+  config.allowed_roots = flags.allowed_roots;
+  absl::StatusOr<std::vector<ftune::v1::Device>> devices = daemon::ParseDevices(
+      flags.devices.empty() ? DefaultDevices() : flags.devices, CudaDevice);
+  if (!devices.ok()) {
+    spdlog::error("--devices: {}", devices.status().message());
+    return 2;
+  }
+  config.devices = *std::move(devices);
+
+  ChannelOptions channel_options;
+  channel_options.address = flags.controller;
+  channel_options.tls_files.ca_file = flags.tls_ca;
+  channel_options.tls_files.cert_file = flags.tls_cert;
+  channel_options.tls_files.key_file = flags.tls_key;
+  channel_options.tls = flags.tls || channel_options.tls_files.enabled();
+  channel_options.token_file = flags.token_file;
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(channel_options);
+  if (!channel.ok()) {
+    spdlog::error("{}", channel.status().message());
+    return 2;
+  }
+  daemon::GrpcWorkerClient client(*channel, {});
+
+  train::RunnerOptions runner_options;
+  runner_options.default_threads = flags.threads;
+  std::unique_ptr<train::JobRunner> runner = train::MakeFineTuneRunner(runner_options);
+
+  absl::StatusOr<std::unique_ptr<daemon::WorkerDaemon>> worker =
+      daemon::WorkerDaemon::Create(config, &client, runner.get());
+  if (!worker.ok()) {
+    spdlog::error("{}", worker.status().message());
+    return 2;
+  }
+
   std::unique_ptr<GrpcServer> health;
   if (!flags.listen.empty()) {
     GrpcServerOptions options;
@@ -36,9 +127,20 @@ int Run(const RunFlags& flags) {
     health = std::move(server).value();
     AnnounceListening(*health);
   }
-  spdlog::info("ftworker for controller {}", flags.controller);
-  WaitForShutdown();
-  if (health) health->Shutdown(absl::Seconds(5));
+
+  std::string names;
+  for (const auto& device : config.devices) {
+    absl::StrAppend(&names, names.empty() ? "" : ",", device.name());
+  }
+  spdlog::info("ftworker {} ({}) for controller {}, devices {}", config.worker_id, kVersion,
+               flags.controller, names);
+  (*worker)->Start();
+  const int signo = WaitForShutdown();
+  spdlog::info("signal {}: taking no new jobs, handing running ones back", signo);
+  if (health) health->health().SetStatus("", grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  (*worker)->Shutdown();
+  if (health) health->Shutdown(absl::Seconds(2));
+  spdlog::info("stopped");
   return 0;
 }
 
@@ -54,6 +156,23 @@ void AddRunCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--listen", flags->listen,
                   "Serve grpc.health.v1.Health on host:port (port 0 = any free port)");
+  cmd->add_option("--worker-id", flags->worker_id,
+                  "Stable id of this worker (default: the host name)");
+  cmd->add_option("--devices", flags->devices,
+                  "Devices to run jobs on, one job each: cpu,cuda:0,... (default: cpu and "
+                  "every CUDA device)");
+  cmd->add_option("--allowed-root", flags->allowed_roots,
+                  "Jobs may only read and write under this folder (repeatable; none = any "
+                  "path)");
+  cmd->add_option("--threads", flags->threads,
+                  "Intra-op CPU threads for jobs that leave threads at 0 (0 = all cores)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--token-file", flags->token_file, "File holding this worker's bearer token");
+  cmd->add_flag("--tls", flags->tls, "Connect to the controller with TLS");
+  cmd->add_option("--tls-ca", flags->tls_ca, "PEM CA that signs the controller's certificate");
+  cmd->add_option("--tls-cert", flags->tls_cert, "PEM client certificate for mTLS");
+  cmd->add_option("--tls-key", flags->tls_key, "PEM private key of --tls-cert");
   cmd->add_option("--log-level", flags->log.level, "trace|debug|info|warn|error")
       ->capture_default_str();
   cmd->add_option("--log-file", flags->log.file, "Also log to this file");
