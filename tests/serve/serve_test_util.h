@@ -1,0 +1,88 @@
+// Helpers shared by the serving tests: a tiny classifier saved as a Hugging Face folder,
+// synthetic clips, a 16-bit WAV encoder, and the in-process reference answer.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "worker/data/audio.h"
+#include "worker/model/checkpoint.h"
+
+namespace ftune::serve {
+
+inline const std::vector<std::string> kLabels = {"calm", "angry", "sad"};
+
+// Saves a random `tiny` classifier (fixed by `seed`) into `dir`.
+inline void SaveTinyModel(const std::string& dir, uint64_t seed) {
+  auto loaded = model::LoadModel("tiny", kLabels, seed);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  ASSERT_TRUE(model::SaveModelFolder(loaded->model, loaded->preprocessor, dir).ok());
+}
+
+// A chirp with some harmonics, `seconds` long at 16 kHz; `variant` shifts the pitch.
+inline std::vector<float> MakeClip(double seconds, int variant) {
+  const int64_t n = static_cast<int64_t>(seconds * data::kSampleRate);
+  std::vector<float> out(n);
+  const double f0 = 120.0 + 35.0 * variant;
+  for (int64_t i = 0; i < n; ++i) {
+    const double t = static_cast<double>(i) / data::kSampleRate;
+    const double f = f0 * (1.0 + 0.3 * t);
+    out[i] = static_cast<float>(0.4 * std::sin(2 * M_PI * f * t) +
+                                0.15 * std::sin(2 * M_PI * 3 * f * t));
+  }
+  return out;
+}
+
+// 16-bit PCM WAV file bytes.
+inline std::string EncodeWav(const std::vector<float>& samples, int rate, int channels = 1) {
+  auto put32 = [](std::string& s, uint32_t v) {
+    for (int i = 0; i < 4; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  };
+  auto put16 = [](std::string& s, uint16_t v) {
+    s.push_back(static_cast<char>(v & 0xff));
+    s.push_back(static_cast<char>(v >> 8));
+  };
+  const uint32_t data_bytes = static_cast<uint32_t>(samples.size() * channels * 2);
+  std::string wav = "RIFF";
+  put32(wav, 36 + data_bytes);
+  wav += "WAVEfmt ";
+  put32(wav, 16);
+  put16(wav, 1);
+  put16(wav, static_cast<uint16_t>(channels));
+  put32(wav, static_cast<uint32_t>(rate));
+  put32(wav, static_cast<uint32_t>(rate * channels * 2));
+  put16(wav, static_cast<uint16_t>(channels * 2));
+  put16(wav, 16);
+  wav += "data";
+  put32(wav, data_bytes);
+  for (float x : samples) {
+    const auto v = static_cast<int16_t>(std::lround(std::clamp(x, -1.0f, 1.0f) * 32767));
+    for (int c = 0; c < channels; ++c) put16(wav, static_cast<uint16_t>(v));
+  }
+  return wav;
+}
+
+// The model's probabilities for one unpadded clip, computed directly (fp32).
+inline std::vector<float> ReferenceProbabilities(const std::string& dir,
+                                                 std::vector<float> samples) {
+  auto loaded = model::LoadModel(dir, {}, 0);
+  EXPECT_TRUE(loaded.ok()) << loaded.status();
+  if (!loaded.ok()) return {};
+  if (loaded->preprocessor.do_normalize) {
+    data::Normalize(samples.data(), static_cast<int64_t>(samples.size()));
+  }
+  torch::NoGradGuard no_grad;
+  loaded->model->eval();
+  torch::Tensor audio = torch::from_blob(samples.data(), {1, static_cast<int64_t>(samples.size())},
+                                         torch::kFloat32).clone();
+  torch::Tensor lengths = torch::tensor({static_cast<int64_t>(samples.size())}, torch::kInt64);
+  torch::Tensor p = torch::softmax(loaded->model->forward(audio, lengths), -1).contiguous();
+  return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
+}
+
+}  // namespace ftune::serve
