@@ -281,6 +281,7 @@ TEST_F(TrainerTest, EventsCheckpointsAndBest) {
       ++progress;
       const auto& p = e.train_progress();
       EXPECT_EQ(p.total_steps(), 9);
+      EXPECT_EQ(p.epoch(), (p.step() - 1) / steps_per_epoch + 1);
       EXPECT_GT(p.loss(), 0);
       EXPECT_GT(p.learning_rate(), 0);
       EXPECT_GT(p.grad_norm(), 0);

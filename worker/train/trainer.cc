@@ -244,12 +244,12 @@ struct Trainer::State {
     last_grad_norm = norm;
   }
 
-  void EmitProgress() {
+  void EmitProgress(int epoch_1based) {
     ftune::v1::JobEvent event;
     ftune::v1::TrainProgress* p = event.mutable_train_progress();
     const double position =
         std::min<double>(config.epochs, static_cast<double>(step) / std::max<int64_t>(1, steps_per_epoch));
-    p->set_epoch(static_cast<uint32_t>(std::min<int>(config.epochs, epoch + 1)));
+    p->set_epoch(static_cast<uint32_t>(epoch_1based));
     p->set_epoch_progress(position);
     p->set_step(step);
     p->set_total_steps(total_steps);
@@ -530,7 +530,7 @@ struct Trainer::State {
         ++epoch;
         batch_in_epoch = 0;
       }
-      if (step % config.log_every_steps == 0 || step == total_steps) EmitProgress();
+      if (step % config.log_every_steps == 0 || step == total_steps) EmitProgress(epoch_1based);
 
       EvalOutcome eval;
       bool evaluated = false;

@@ -1,0 +1,50 @@
+#!/usr/bin/python3
+"""Runs `ftworker bench` (bf16 by default) and the eager-PyTorch peer on identical work and
+prints both figures and their ratio. A benchmark, not a test.
+
+  bench/train/compare.py --ftworker build/bin/ftworker --model hubert-base --batch-size 4 \
+      --seconds 3 --steps 5
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+
+def run_json(cmd):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    p = argparse.ArgumentParser()
+    p.add_argument("--ftworker", default=os.path.join(here, "..", "..", "build", "bin", "ftworker"))
+    p.add_argument("--model", default="hubert-base")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    # Both sides get the same explicit thread count (Debian's torch defaults to 1).
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--precision", default="auto")
+    a = p.parse_args()
+    common = ["--batch-size", str(a.batch_size), "--seconds", str(a.seconds),
+              "--grad-accum", str(a.grad_accum), "--steps", str(a.steps),
+              "--warmup", str(a.warmup), "--threads", str(a.threads)]
+    ours = run_json([a.ftworker, "bench", "--model", a.model, "--precision", a.precision,
+                     "--json"] + common)
+    peer = run_json(["/usr/bin/python3", os.path.join(here, "peer_train.py"),
+                     "--model", a.model] + common)
+    print(f"ftworker bench ({a.precision}): {ours['samples_per_sec']:.2f} samples/s "
+          f"({ours['step_ms']:.0f} ms/step, {ours['threads']} threads)")
+    print(f"eager PyTorch fp32 peer:        {peer['samples_per_sec']:.2f} samples/s "
+          f"({peer['step_ms']:.0f} ms/step, {peer['threads']} threads)")
+    print(f"ratio: {ours['samples_per_sec'] / peer['samples_per_sec']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+// `ftworker bench`: times training steps of the real trainer on synthetic clips and prints
+// samples/s (with --json, one object with at least samples_per_sec).
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <iostream>
+#include <string>
+
+#include "common/logging.h"
+#include "fmt/format.h"
+#include "nlohmann/json.hpp"
+#include "spdlog/spdlog.h"
+#include "torch/torch.h"
+#include "worker/commands.h"
+#include "worker/data/audio.h"
+#include "worker/model/checkpoint.h"
+#include "worker/model/config.h"
+#include "worker/train/job_flags.h"
+#include "worker/train/trainer.h"
+
+namespace ftune::worker {
+namespace {
+
+struct BenchFlags {
+  std::string model = "hubert-base";
+  int batch_size = 4;
+  double seconds = 3.0;
+  int grad_accum = 1;
+  std::string precision = "auto";
+  int steps = 10;
+  int warmup = 2;
+  int threads = 0;
+  int num_labels = 8;
+  bool freeze_feature_encoder = true;
+  std::string device = "cpu";
+  bool json = false;
+};
+
+// Discards events: the benchmark prints its own figures.
+class NullSink : public train::EventSink {
+ public:
+  void Emit(ftune::v1::JobEvent) override {}
+};
+
+absl::StatusOr<nlohmann::json> Bench(const BenchFlags& flags) {
+  if (flags.batch_size < 1 || flags.grad_accum < 1 || flags.steps < 1 || flags.seconds <= 0 ||
+      flags.num_labels < 2) {
+    return absl::InvalidArgumentError(
+        "--batch-size, --grad-accum, --steps must be >= 1, --seconds > 0, --labels >= 2");
+  }
+  auto precision = train::ParsePrecision(flags.precision);
+  if (!precision.ok()) return precision.status();
+  ftune::v1::JobSpec spec;
+  spec.set_model(flags.model);
+  spec.set_device(flags.device);
+  spec.set_threads(flags.threads);
+  auto* t = spec.mutable_training();
+  t->set_batch_size(flags.batch_size);
+  t->set_grad_accum(flags.grad_accum);
+  t->set_precision(*precision);
+  t->set_freeze_feature_encoder(flags.freeze_feature_encoder);
+  t->set_max_grad_norm(1.0);
+  // The trainer needs somewhere for checkpoints; the benchmark never writes one.
+  char tmpl[] = "/tmp/ftworker-bench-XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) return absl::InternalError("cannot create a temp folder");
+  const std::string out_dir = tmpl;
+  spec.set_output_dir(out_dir);
+  auto config = train::ResolveTrainerConfig(spec);
+  if (!config.ok()) return config.status();
+
+  std::vector<std::string> labels;
+  for (int i = 0; i < flags.num_labels; ++i) labels.push_back(fmt::format("class{}", i));
+  auto loaded = model::LoadModel(flags.model, labels, 42);
+  if (!loaded.ok()) return loaded.status();
+  const std::string model_name = flags.model;
+  data::Dataset dataset;
+  dataset.labels = labels;
+  // Only the label count and a non-empty training split matter: batches are made below.
+  dataset.train.push_back(data::Clip{"synthetic", 0, "", flags.seconds});
+  data::AudioCache audio;
+  NullSink sink;
+  train::CancelToken cancel;
+  train::TrainerOptions options;
+  options.resume = false;
+  auto trainer = train::Trainer::Create(*config, *std::move(loaded), std::move(dataset), &audio,
+                                        &sink, &cancel, options);
+  std::error_code ec;
+  if (!trainer.ok()) {
+    std::filesystem::remove_all(out_dir, ec);
+    return trainer.status();
+  }
+
+  // Synthetic clips: normalised noise of the requested length, random labels.
+  torch::manual_seed(0);
+  const int64_t samples = static_cast<int64_t>(flags.seconds * data::kSampleRate);
+  std::vector<data::Batch> batches;
+  for (int i = 0; i < flags.grad_accum; ++i) {
+    data::Batch b;
+    b.audio = torch::randn({flags.batch_size, samples});
+    b.lengths = torch::full({flags.batch_size}, samples, torch::kLong);
+    b.labels = torch::randint(flags.num_labels, {flags.batch_size}, torch::kLong);
+    for (int k = 0; k < flags.batch_size; ++k) b.clip_indices.push_back(k);
+    batches.push_back(std::move(b));
+  }
+  for (int i = 0; i < flags.warmup; ++i) {
+    auto loss = (*trainer)->TrainStepForBench(batches);
+    if (!loss.ok()) return loss.status();
+  }
+  const auto start = std::chrono::steady_clock::now();
+  double loss = 0;
+  for (int i = 0; i < flags.steps; ++i) {
+    auto step_loss = (*trainer)->TrainStepForBench(batches);
+    if (!step_loss.ok()) return step_loss.status();
+    loss = *step_loss;
+  }
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::filesystem::remove_all(out_dir, ec);
+  const double clips = static_cast<double>(flags.steps) * flags.batch_size * flags.grad_accum;
+  return nlohmann::json{
+      {"model", model_name},
+      {"batch_size", flags.batch_size},
+      {"seconds", flags.seconds},
+      {"grad_accum", flags.grad_accum},
+      {"precision", flags.precision},
+      {"threads", at::get_num_threads()},
+      {"steps", flags.steps},
+      {"step_ms", 1000.0 * elapsed / flags.steps},
+      {"samples_per_sec", clips / elapsed},
+      {"final_loss", loss},
+  };
+}
+
+int RunBench(const BenchFlags& flags) {
+  LogConfig log{.level = "warn", .file = "", .name = "ftworker"};
+  if (absl::Status s = SetUpLogging(log); !s.ok()) return 2;
+  auto result = Bench(flags);
+  if (!result.ok()) {
+    std::cerr << "ftworker bench: " << result.status().message() << "\n";
+    return result.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  if (flags.json) {
+    std::cout << result->dump() << std::endl;
+  } else {
+    std::cout << fmt::format(
+        "{} batch {} x {:.1f}s accum {} precision {} threads {}: {:.2f} samples/s "
+        "({:.0f} ms/step over {} steps)\n",
+        (*result)["model"].get<std::string>(), flags.batch_size, flags.seconds, flags.grad_accum,
+        flags.precision, (*result)["threads"].get<int>(),
+        (*result)["samples_per_sec"].get<double>(), (*result)["step_ms"].get<double>(),
+        flags.steps);
+  }
+  return 0;
+}
+
+}  // namespace
+
+void AddBenchCommand(CLI::App& app, int* exit_code);
+FTWORKER_COMMAND("bench", AddBenchCommand);
+
+void AddBenchCommand(CLI::App& app, int* exit_code) {
+  auto flags = std::make_shared<BenchFlags>();
+  CLI::App* cmd = app.add_subcommand("bench", "Time training steps on synthetic clips");
+  cmd->add_option("--model", flags->model, "Preset or Hugging Face folder")->capture_default_str();
+  cmd->add_option("--batch-size", flags->batch_size, "Clips per forward pass")
+      ->capture_default_str();
+  cmd->add_option("--seconds", flags->seconds, "Clip length")->capture_default_str();
+  cmd->add_option("--grad-accum", flags->grad_accum, "Forward passes per optimizer step")
+      ->capture_default_str();
+  cmd->add_option("--precision", flags->precision, "auto|fp32|fp16|bf16")->capture_default_str();
+  cmd->add_option("--steps", flags->steps, "Timed optimizer steps")->capture_default_str();
+  cmd->add_option("--warmup", flags->warmup, "Untimed steps first")->capture_default_str();
+  cmd->add_option("--threads", flags->threads, "Intra-op threads (0 = all cores)")
+      ->capture_default_str();
+  cmd->add_option("--labels", flags->num_labels, "Number of classes")->capture_default_str();
+  cmd->add_option("--freeze-feature-encoder", flags->freeze_feature_encoder, "true|false")
+      ->capture_default_str();
+  cmd->add_option("--device", flags->device, "cpu|cuda|cuda:N")->capture_default_str();
+  cmd->add_flag("--json", flags->json, "Print one JSON object");
+  cmd->callback([flags, exit_code] { *exit_code = RunBench(*flags); });
+}
+
+}  // namespace ftune::worker
