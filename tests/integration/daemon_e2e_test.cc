@@ -1,0 +1,290 @@
+// The worker daemon and ftctl against real processes on loopback: ftcontroller, ftworker
+// with the real trainer (`tiny` preset) on a tiny synthetic tone dataset, and ftctl.
+#include <csignal>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/message_differencer.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "ftune/v1/job.pb.h"
+#include "tests/support/process.h"
+
+namespace ftune::testing {
+namespace {
+
+namespace fs = std::filesystem;
+namespace v1 = ::ftune::v1;
+
+// Mono 16 kHz 16-bit PCM WAV of a sine at `hz` with a little noise.
+void WriteTone(const std::string& path, double hz, double seconds, unsigned seed) {
+  const int rate = 16000;
+  const int n = static_cast<int>(seconds * rate);
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> noise(0, 0.02);
+  std::vector<int16_t> pcm(n);
+  for (int i = 0; i < n; ++i) {
+    const double x = 0.5 * std::sin(2 * M_PI * hz * i / rate) + noise(rng);
+    pcm[i] = static_cast<int16_t>(std::lround(std::clamp(x, -1.0, 1.0) * 32767));
+  }
+  std::ofstream out(path, std::ios::binary);
+  auto u32 = [&out](uint32_t v) { out.write(reinterpret_cast<const char*>(&v), 4); };
+  auto u16 = [&out](uint16_t v) { out.write(reinterpret_cast<const char*>(&v), 2); };
+  const uint32_t bytes = static_cast<uint32_t>(n * 2);
+  out.write("RIFF", 4);
+  u32(36 + bytes);
+  out.write("WAVEfmt ", 8);
+  u32(16);
+  u16(1);  // PCM
+  u16(1);  // mono
+  u32(rate);
+  u32(rate * 2);
+  u16(2);
+  u16(16);
+  out.write("data", 4);
+  u32(bytes);
+  out.write(reinterpret_cast<const char*>(pcm.data()), bytes);
+}
+
+v1::JobEvent ParseEvent(const std::string& line) {
+  v1::JobEvent event;
+  auto status = google::protobuf::util::JsonStringToMessage(line, &event);
+  EXPECT_TRUE(status.ok()) << line;
+  return event;
+}
+
+v1::Job ParseJob(const std::string& line) {
+  v1::Job job;
+  auto status = google::protobuf::util::JsonStringToMessage(line, &job);
+  EXPECT_TRUE(status.ok()) << line;
+  return job;
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  return absl::StrSplit(text, '\n', absl::SkipEmpty());
+}
+
+class DaemonEndToEndTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    tmp_ = MakeTempDir("daemon-e2e");
+    data_ = tmp_ + "/data";
+    // Two classes of tones an octave apart, 6 clips each.
+    for (const auto& [label, hz] : {std::pair<const char*, double>{"low", 220},
+                                    std::pair<const char*, double>{"high", 880}}) {
+      fs::create_directories(data_ + "/" + label);
+      for (int i = 0; i < 6; ++i) {
+        WriteTone(absl::StrCat(data_, "/", label, "/", i, ".wav"), hz * (1 + 0.02 * i), 0.5,
+                  static_cast<unsigned>(hz) + i);
+      }
+    }
+    auto controller = ChildProcess::Start(
+        {BinaryPath("ftcontroller"), "--listen", "127.0.0.1:0", "--data-dir", tmp_ + "/ctrl",
+         "--lease-seconds", "20", "--heartbeat-seconds", "1", "--drain-seconds", "1"});
+    ASSERT_TRUE(controller.ok()) << controller.status();
+    controller_ = std::make_unique<ChildProcess>(*std::move(controller));
+    auto address = controller_->WaitForListening(absl::Seconds(60));
+    ASSERT_TRUE(address.ok()) << address.status();
+    address_ = *address;
+  }
+
+  std::unique_ptr<ChildProcess> StartWorker(const std::string& id) {
+    auto worker = ChildProcess::Start({BinaryPath("ftworker"), "run", "--controller", address_,
+                                       "--worker-id", id, "--devices", "cpu", "--threads", "1",
+                                       "--allowed-root", tmp_, "--listen", "127.0.0.1:0"});
+    EXPECT_TRUE(worker.ok()) << worker.status();
+    if (!worker.ok()) return nullptr;
+    auto child = std::make_unique<ChildProcess>(*std::move(worker));
+    EXPECT_TRUE(child->WaitForListening(absl::Seconds(60)).ok());
+    return child;
+  }
+
+  std::vector<std::string> Ctl(std::vector<std::string> args) {
+    std::vector<std::string> argv = {BinaryPath("ftctl"), "--controller", address_};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return argv;
+  }
+
+  RunResult RunCtl(std::vector<std::string> args, absl::Duration timeout = absl::Seconds(60)) {
+    auto result = RunCommand(Ctl(std::move(args)), timeout);
+    EXPECT_TRUE(result.ok()) << result.status();
+    return result.ok() ? *result : RunResult{};
+  }
+
+  std::vector<std::string> SubmitArgs(const std::string& run, int epochs) {
+    return {"submit",        "--dataset",     data_,     "--layout",     "folders",
+            "--model",       "tiny",          "--epochs", absl::StrCat(epochs),
+            "--batch-size",  "4",             "--output-dir", tmp_ + "/runs/" + run,
+            "--threads",     "1",             "--log-every-steps", "1",
+            "--seed",        "3",             "--name",   run};
+  }
+
+  v1::Job Get(const std::string& id) {
+    RunResult got = RunCtl({"get", id, "--json"});
+    EXPECT_EQ(got.exit_code, 0) << got.out;
+    return ParseJob(got.out);
+  }
+
+  std::string tmp_, data_, address_;
+  std::unique_ptr<ChildProcess> controller_;
+};
+
+TEST_F(DaemonEndToEndTest, SubmitRunsToSuccessAndTheReplayEqualsTheLiveStream) {
+  auto worker = StartWorker("worker-a");
+  ASSERT_NE(worker, nullptr);
+  std::vector<std::string> args = SubmitArgs("ok", 2);
+  args.push_back("--watch");
+  args.push_back("--json");
+  RunResult live = RunCtl(args, absl::Minutes(8));
+  ASSERT_EQ(live.exit_code, 0) << live.out;
+  std::vector<std::string> lines = Lines(live.out);
+  ASSERT_GE(lines.size(), 3u);
+  const v1::Job submitted = ParseJob(lines[0]);
+  ASSERT_FALSE(submitted.id().empty());
+  std::vector<std::string> live_events(lines.begin() + 1, lines.end());
+
+  // Events: gapless seqs from 1, training progress, an evaluation, a checkpoint, success.
+  bool progress = false, eval = false, checkpoint = false;
+  for (size_t i = 0; i < live_events.size(); ++i) {
+    v1::JobEvent event = ParseEvent(live_events[i]);
+    EXPECT_EQ(event.seq(), static_cast<int64_t>(i) + 1);
+    progress |= event.has_train_progress();
+    eval |= event.has_eval_result();
+    checkpoint |= event.has_checkpoint_saved();
+  }
+  EXPECT_TRUE(progress && eval && checkpoint) << live.out;
+  EXPECT_EQ(ParseEvent(live_events.back()).state_changed().to(), v1::JOB_STATE_SUCCEEDED);
+
+  RunResult replay = RunCtl({"watch", submitted.id(), "--json"});
+  ASSERT_EQ(replay.exit_code, 0) << replay.out;
+  // Equal as messages (map fields print in no fixed order).
+  std::vector<std::string> replayed = Lines(replay.out);
+  ASSERT_EQ(replayed.size(), live_events.size());
+  for (size_t i = 0; i < replayed.size(); ++i) {
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(ParseEvent(replayed[i]),
+                                                                   ParseEvent(live_events[i])))
+        << replayed[i] << "\n" << live_events[i];
+  }
+
+  const v1::Job job = Get(submitted.id());
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(job.worker_id(), "worker-a");
+  ASSERT_FALSE(job.best_checkpoint().empty());
+  EXPECT_TRUE(fs::exists(fs::path(job.best_checkpoint()) / "config.json"))
+      << job.best_checkpoint();
+
+  RunResult list = RunCtl({"list", "--state", "succeeded"});
+  EXPECT_EQ(list.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(list.out, submitted.id())) << list.out;
+  RunResult workers = RunCtl({"workers"});
+  EXPECT_EQ(workers.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(workers.out, "worker-a")) << workers.out;
+
+  worker->Signal(SIGTERM);
+  auto code = worker->Wait(absl::Seconds(60));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0);
+}
+
+TEST_F(DaemonEndToEndTest, SigtermHandsTheJobBackAndAnotherWorkerResumesIt) {
+  auto first = StartWorker("worker-a");
+  ASSERT_NE(first, nullptr);
+  std::vector<std::string> args = SubmitArgs("handback", 200);
+  args.insert(args.end(), {"--checkpoint-every-steps", "1", "--eval-every-steps", "1000"});
+  RunResult submitted = RunCtl(args);
+  ASSERT_EQ(submitted.exit_code, 0);
+  const std::string id(absl::StripAsciiWhitespace(submitted.out));
+
+  auto watch = ChildProcess::Start(Ctl({"watch", id, "--json"}));
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  // Wait for a complete checkpoint of the first attempt.
+  int64_t checkpoint_step = 0;
+  while (checkpoint_step == 0) {
+    auto line = watch->ReadLine(absl::Minutes(5));
+    ASSERT_TRUE(line.ok()) << line.status();
+    v1::JobEvent event = ParseEvent(*line);
+    if (event.has_checkpoint_saved()) checkpoint_step = event.checkpoint_saved().step();
+  }
+
+  first->Signal(SIGTERM);
+  auto code = first->Wait(absl::Minutes(2));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0);
+  v1::Job job = Get(id);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(job.attempt(), 1u);
+  ASSERT_FALSE(job.last_checkpoint().empty());
+
+  auto second = StartWorker("worker-b");
+  ASSERT_NE(second, nullptr);
+  // The second attempt resumes past the handed-back checkpoint instead of starting over.
+  bool requeued = false;
+  int64_t resumed_step = 0;
+  while (resumed_step == 0) {
+    auto line = watch->ReadLine(absl::Minutes(5));
+    ASSERT_TRUE(line.ok()) << line.status();
+    v1::JobEvent event = ParseEvent(*line);
+    if (event.has_state_changed() && event.state_changed().to() == v1::JOB_STATE_QUEUED) {
+      requeued = true;
+      EXPECT_TRUE(absl::StrContains(event.state_changed().reason(), "handed back"))
+          << event.state_changed().reason();
+    }
+    if (requeued && event.has_train_progress()) resumed_step = event.train_progress().step();
+  }
+  EXPECT_GT(resumed_step, checkpoint_step);
+  EXPECT_EQ(Get(id).worker_id(), "worker-b");
+
+  // Cancel the running job: it stops and the watcher exits non-zero.
+  RunResult cancel = RunCtl({"cancel", id});
+  EXPECT_EQ(cancel.exit_code, 0) << cancel.out;
+  auto rest = watch->ReadAll(absl::Minutes(2));
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  auto watch_code = watch->Wait(absl::Seconds(30));
+  ASSERT_TRUE(watch_code.ok());
+  EXPECT_EQ(*watch_code, 1);
+  EXPECT_EQ(Get(id).state(), v1::JOB_STATE_CANCELLED);
+}
+
+TEST_F(DaemonEndToEndTest, AJobOutsideTheAllowedRootsFailsNamingThePath) {
+  auto worker = StartWorker("worker-a");
+  ASSERT_NE(worker, nullptr);
+  std::vector<std::string> args = SubmitArgs("escape", 1);
+  args[2] = data_ + "/../../";  // --dataset: outside the worker's root
+  args.push_back("--watch");
+  RunResult result = RunCtl(args, absl::Minutes(2));
+  EXPECT_EQ(result.exit_code, 1) << result.out;
+  std::vector<std::string> lines = Lines(result.out);
+  ASSERT_FALSE(lines.empty());
+  const v1::Job job = Get(lines[0]);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
+  EXPECT_TRUE(absl::StrContains(job.error(), "dataset.path")) << job.error();
+  EXPECT_TRUE(absl::StrContains(job.error(), "allowed roots")) << job.error();
+}
+
+TEST_F(DaemonEndToEndTest, CancelAQueuedJobAndUnknownJobs) {
+  RunResult submitted = RunCtl(SubmitArgs("queued", 1));
+  ASSERT_EQ(submitted.exit_code, 0);
+  const std::string id(absl::StripAsciiWhitespace(submitted.out));
+  RunResult cancel = RunCtl({"cancel", id, "--json"});
+  EXPECT_EQ(cancel.exit_code, 0);
+  EXPECT_EQ(ParseJob(cancel.out).state(), v1::JOB_STATE_CANCELLED);
+  RunResult watch = RunCtl({"watch", id});
+  EXPECT_EQ(watch.exit_code, 1) << watch.out;
+
+  EXPECT_EQ(RunCtl({"get", "no-such-job"}).exit_code, 4);
+  EXPECT_EQ(RunCtl({"watch", "no-such-job"}).exit_code, 4);
+  EXPECT_EQ(RunCtl({"cancel", "no-such-job"}).exit_code, 4);
+}
+
+}  // namespace
+}  // namespace ftune::testing
