@@ -82,7 +82,7 @@ TEST(JobRunnerTest, BadSpecFailsForGood) {
   EXPECT_NE(result.error.find("fp16"), std::string::npos) << result.error;
 }
 
-TEST(JobRunnerTest, HandBackRequeuesWithACheckpoint) {
+TEST(JobRunnerTest, HandBackBeforeTrainingRequeues) {
   const std::string out = ftune::testing::MakeTempDir("out");
   ftune::v1::Job job = ToneJob(ftune::testing::MakeTempDir("data"), out);
   RecordingSink sink;
