@@ -485,6 +485,8 @@ class ComposeTest(unittest.TestCase):
     def test_services(self):
         self.assertLessEqual({"controller", "worker", "serve", "worker-gpu"}, set(self.services))
         self.assertEqual(self.services["worker-gpu"].get("profiles"), ["gpu"])
+        # ftserve refuses to start without a model: not part of the default `up`.
+        self.assertEqual(self.services["serve"].get("profiles"), ["serve"])
 
     def test_builds_exist_and_every_image_is_built(self):
         built = {}
@@ -538,9 +540,12 @@ class ComposeTest(unittest.TestCase):
             self.assertRegex(grace, r"^\d+m$")
             self.assertGreaterEqual(int(grace[:-1]), 5, f"{name}: time to checkpoint on stop")
 
-    def test_serve_reads_checkpoints(self):
+    def test_serve_reads_its_model_from_the_checkpoints_volume(self):
         self.assertEqual(self.mounts("serve")["/var/lib/ftune/checkpoints"],
                          ("checkpoints", True))
+        cmd = self.services["serve"]["command"]
+        model = re.sub(r"\$\{\w+:?-([^}]*)\}", r"\1", cmd[cmd.index("--model") + 1])
+        self.assertTrue(model.startswith("/var/lib/ftune/checkpoints/"), model)
 
     def test_gpu_worker_reserves_a_gpu(self):
         devices = self.services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]

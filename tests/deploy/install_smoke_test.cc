@@ -2,7 +2,8 @@
 // user, and runs what got installed: each binary's --version, and each server started with
 // the command line its installed systemd unit and env file give (the listen address moved to
 // an ephemeral loopback port, the data folders to temporary ones) until it answers
-// grpc.health.v1 with SERVING and exits 0 on SIGTERM.
+// grpc.health.v1 with SERVING and exits 0 on SIGTERM. ftserve gets a tiny random classifier
+// saved as a Hugging Face folder, as a finished job would leave one.
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
@@ -23,6 +24,7 @@
 #include "absl/strings/strip.h"
 #include "tests/support/health.h"
 #include "tests/support/process.h"
+#include "worker/model/checkpoint.h"
 
 namespace ftune::testing {
 namespace {
@@ -238,8 +240,14 @@ TEST_F(InstallSmokeTest, ServersStartedAsTheirUnitsDoAnswerHealthAndStop) {
   StartServer(*worker_argv, &worker, &worker_address);
   if (HasFatalFailure()) return;
 
-  auto serve_argv = UnitCommandLine(units / "ftserve.service", "",
-                                    {{"FTSERVE_LISTEN", "127.0.0.1:0"}, {"FTSERVE_MODELS", ""}});
+  const std::string model_dir = MakeTempDir("checkpoints") + "/best";
+  fs::create_directories(model_dir);
+  auto tiny = model::LoadModel("tiny", {"calm", "angry", "sad"}, /*seed=*/7);
+  ASSERT_TRUE(tiny.ok()) << tiny.status();
+  ASSERT_TRUE(model::SaveModelFolder(tiny->model, tiny->preprocessor, model_dir).ok());
+  auto serve_argv =
+      UnitCommandLine(units / "ftserve.service", "",
+                      {{"FTSERVE_LISTEN", "127.0.0.1:0"}, {"FTSERVE_MODELS", "--model " + model_dir}});
   ASSERT_TRUE(serve_argv.ok()) << serve_argv.status();
   std::optional<ChildProcess> serve;
   std::string serve_address;
