@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -14,9 +15,11 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
 #include "ftune/v1/job.pb.h"
 #include "tests/support/process.h"
 
@@ -88,14 +91,35 @@ class DaemonEndToEndTest : public ::testing::Test {
                   static_cast<unsigned>(hz) + i);
       }
     }
+    StartController("127.0.0.1:0");
+  }
+
+  // Starts ftcontroller on `listen` with the test's data folder (kept across restarts).
+  void StartController(const std::string& listen) {
     auto controller = ChildProcess::Start(
-        {BinaryPath("ftcontroller"), "--listen", "127.0.0.1:0", "--data-dir", tmp_ + "/ctrl",
-         "--lease-seconds", "20", "--heartbeat-seconds", "1", "--drain-seconds", "1"});
+        {BinaryPath("ftcontroller"), "--listen", listen, "--data-dir", tmp_ + "/ctrl",
+         "--lease-seconds", absl::StrCat(LeaseSeconds()), "--heartbeat-seconds", "1",
+         "--drain-seconds", "1"});
     ASSERT_TRUE(controller.ok()) << controller.status();
     controller_ = std::make_unique<ChildProcess>(*std::move(controller));
     auto address = controller_->WaitForListening(absl::Seconds(60));
     ASSERT_TRUE(address.ok()) << address.status();
     address_ = *address;
+  }
+
+  virtual int LeaseSeconds() const { return 20; }
+
+  // Reads `watch`'s JSON lines until `stop(event)`; checks seqs stay gapless on the way.
+  void ReadUntil(ChildProcess* watch, int64_t* last_seq,
+                 const std::function<bool(const v1::JobEvent&)>& stop) {
+    for (;;) {
+      auto line = watch->ReadLine(absl::Minutes(5));
+      ASSERT_TRUE(line.ok()) << line.status();
+      v1::JobEvent event = ParseEvent(*line);
+      EXPECT_EQ(event.seq(), *last_seq + 1) << *line;
+      *last_seq = event.seq();
+      if (stop(event)) return;
+    }
   }
 
   std::unique_ptr<ChildProcess> StartWorker(const std::string& id) {
@@ -284,6 +308,114 @@ TEST_F(DaemonEndToEndTest, CancelAQueuedJobAndUnknownJobs) {
   EXPECT_EQ(RunCtl({"get", "no-such-job"}).exit_code, 4);
   EXPECT_EQ(RunCtl({"watch", "no-such-job"}).exit_code, 4);
   EXPECT_EQ(RunCtl({"cancel", "no-such-job"}).exit_code, 4);
+}
+
+TEST_F(DaemonEndToEndTest, TheRunningJobCarriesOnAcrossAControllerKillAndRestart) {
+  auto worker = StartWorker("worker-a");
+  ASSERT_NE(worker, nullptr);
+  std::vector<std::string> args = SubmitArgs("restart", 500);
+  args.insert(args.end(), {"--eval-every-steps", "1000", "--checkpoint-every-steps", "5"});
+  RunResult submitted = RunCtl(args);
+  ASSERT_EQ(submitted.exit_code, 0);
+  const std::string id(absl::StripAsciiWhitespace(submitted.out));
+
+  // One watcher follows the whole story, across the controller's restart.
+  auto watch = ChildProcess::Start(Ctl({"watch", id, "--json"}));
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  int64_t seq = 0, step_before = 0;
+  ReadUntil(&*watch, &seq, [&](const v1::JobEvent& e) {
+    if (e.has_train_progress()) step_before = e.train_progress().step();
+    return step_before >= 3;
+  });
+
+  controller_->Signal(SIGKILL);
+  ASSERT_TRUE(controller_->Wait(absl::Seconds(30)).ok());
+  // Training goes on without the controller: wait for a checkpoint written after the kill.
+  const fs::path runs = tmp_ + "/runs/restart";
+  const absl::Time deadline = absl::Now() + absl::Minutes(3);
+  for (bool found = false; !found;) {
+    ASSERT_LT(absl::Now(), deadline) << "no new checkpoint while the controller was down";
+    std::error_code error;
+    for (const auto& entry : fs::directory_iterator(runs, error)) {
+      int64_t step = 0;
+      const std::string name = entry.path().filename().string();
+      found |= absl::StartsWith(name, "checkpoint-") &&
+               absl::SimpleAtoi(name.substr(11), &step) && step >= step_before + 10;
+    }
+    if (!found) absl::SleepFor(absl::Milliseconds(20));  // polling the disk, not a sync wait
+  }
+  StartController(address_);  // same port, same database
+
+  int64_t step_after = 0;
+  ReadUntil(&*watch, &seq, [&](const v1::JobEvent& e) {
+    EXPECT_FALSE(e.has_state_changed()) << "no requeue: the same run carries on";
+    if (e.has_train_progress()) step_after = e.train_progress().step();
+    return step_after >= step_before + 20;
+  });
+  v1::Job job = Get(id);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(job.attempt(), 0u);
+  EXPECT_EQ(job.worker_id(), "worker-a");
+
+  EXPECT_EQ(RunCtl({"cancel", id}).exit_code, 0);
+  ASSERT_TRUE(watch->ReadAll(absl::Minutes(2)).ok());  // drain, or it blocks writing
+  auto code = watch->Wait(absl::Minutes(2));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 1);
+  EXPECT_EQ(Get(id).state(), v1::JOB_STATE_CANCELLED);
+}
+
+class ShortLeaseEndToEndTest : public DaemonEndToEndTest {
+ protected:
+  int LeaseSeconds() const override { return 3; }
+};
+
+TEST_F(ShortLeaseEndToEndTest, AKilledWorkersJobIsResumedByAnotherFromItsCheckpoint) {
+  auto first = StartWorker("worker-a");
+  ASSERT_NE(first, nullptr);
+  std::vector<std::string> args = SubmitArgs("killed", 500);
+  args.insert(args.end(), {"--eval-every-steps", "1000", "--checkpoint-every-steps", "2"});
+  RunResult submitted = RunCtl(args);
+  ASSERT_EQ(submitted.exit_code, 0);
+  const std::string id(absl::StripAsciiWhitespace(submitted.out));
+
+  auto watch = ChildProcess::Start(Ctl({"watch", id, "--json"}));
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  int64_t seq = 0, checkpoint_step = 0;
+  ReadUntil(&*watch, &seq, [&](const v1::JobEvent& e) {
+    if (e.has_checkpoint_saved()) checkpoint_step = e.checkpoint_saved().step();
+    return checkpoint_step >= 4;
+  });
+  first->Signal(SIGKILL);
+  ASSERT_TRUE(first->Wait(absl::Seconds(30)).ok());
+  auto second = StartWorker("worker-b");
+  ASSERT_NE(second, nullptr);
+
+  bool expired = false;
+  int64_t resumed_step = 0;
+  ReadUntil(&*watch, &seq, [&](const v1::JobEvent& e) {
+    if (e.has_checkpoint_saved()) checkpoint_step = e.checkpoint_saved().step();
+    if (e.has_state_changed() && e.state_changed().to() == v1::JOB_STATE_QUEUED) {
+      expired = true;
+      EXPECT_TRUE(absl::StrContains(e.state_changed().reason(), "lease expired"))
+          << e.state_changed().reason();
+      EXPECT_EQ(e.state_changed().attempt(), 1u);
+    }
+    if (expired && e.has_train_progress()) resumed_step = e.train_progress().step();
+    return resumed_step > 0;
+  });
+  // Resumed from the newest checkpoint (or a later one), not from step 1.
+  EXPECT_GT(resumed_step, checkpoint_step - 2);
+  EXPECT_GT(resumed_step, 1);
+  v1::Job job = Get(id);
+  EXPECT_EQ(job.worker_id(), "worker-b");
+  EXPECT_EQ(job.attempt(), 1u);
+
+  EXPECT_EQ(RunCtl({"cancel", id}).exit_code, 0);
+  ASSERT_TRUE(watch->ReadAll(absl::Minutes(2)).ok());  // drain, or it blocks writing
+  auto code = watch->Wait(absl::Minutes(2));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 1);
 }
 
 }  // namespace
