@@ -326,6 +326,9 @@ TEST_F(DatasetTest, ClassWithOnlyBrokenFilesFails) {
   ASSERT_TRUE(scan.ok()) << scan.status();
   EXPECT_EQ(scan->summary.skipped_size(), 1);
   EXPECT_FALSE(ValidateDataset(*scan).ok());
+  auto uncached = ScanDataset(Spec(), {}, 42, /*cache=*/nullptr, 0);
+  ASSERT_TRUE(uncached.ok()) << uncached.status();
+  EXPECT_EQ(uncached->summary.usable_files(), 2u);
 }
 
 TEST_F(DatasetTest, ClassAbsentFromTrainingFails) {

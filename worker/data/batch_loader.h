@@ -60,6 +60,7 @@ CropWindow ChooseCrop(int64_t samples, int64_t clip_index, const LoaderOptions& 
 
 class BatchLoader {
  public:
+  // `cache` (not null) must outlive the loader; usually the one LoadDataset filled.
   BatchLoader(std::vector<Clip> clips, AudioCache* cache, LoaderOptions options);
   ~BatchLoader();
   BatchLoader(const BatchLoader&) = delete;

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <set>
 #include <thread>
 
@@ -541,6 +542,11 @@ absl::StatusOr<Dataset> ScanDatasetImpl(const DatasetSpec& spec,
       return absl::InvalidArgumentError(absl::StrCat("unknown dataset layout ", spec.layout()));
   }
 
+  std::unique_ptr<AudioCache> own_cache;
+  if (cache == nullptr) {
+    own_cache = std::make_unique<AudioCache>(/*max_memory_bytes=*/64 << 20);
+    cache = own_cache.get();
+  }
   Dataset ds;
   ds.labels = labels.empty() ? scan.labels : labels;
   std::map<std::string, int> label_id;

@@ -44,7 +44,8 @@ struct RavdessName {
 absl::StatusOr<RavdessName> ParseRavdessName(const std::string& file_name);
 
 // Scans spec.path per spec.layout/split, decodes every candidate file once (through `cache`,
-// with `threads` decoding threads) and splits. Fails only when the dataset cannot be read at
+// which then holds the audio for the loaders; nullptr = a private bounded cache) with
+// `threads` decoding threads (0 = all cores), and splits. Fails only when the dataset cannot be read at
 // all (path missing, layout undetectable, bad options); problems with its content are left to
 // ValidateDataset so that `ftworker inspect` can show them alongside the summary.
 absl::StatusOr<Dataset> ScanDataset(const ftune::v1::DatasetSpec& spec,
