@@ -41,7 +41,7 @@ bool WaitReadable(int fd, absl::Time deadline) {
 
 std::string BinaryPath(const std::string& name) {
   const char* dir = std::getenv("FTUNE_BIN_DIR");
-  return absl::StrCat(dir ? dir : "build/bin", "/", name);
+  return absl::StrCat(dir ? dir : FTUNE_TEST_BIN_DIR, "/", name);
 }
 
 std::string MakeTempDir(const std::string& prefix) {

@@ -15,8 +15,13 @@
 
 namespace ftune::testing {
 
-// build/bin/<name>, from FTUNE_BIN_DIR (set by ctest).
+// build/bin/<name>, from FTUNE_BIN_DIR (set by ctest), else the build this test came from.
 std::string BinaryPath(const std::string& name);
+
+// A file of the source tree, e.g. SourcePath("scripts/make-demo-dataset").
+inline std::string SourcePath(const std::string& relative) {
+  return std::string(FTUNE_TEST_SOURCE_DIR) + "/" + relative;
+}
 
 // A fresh empty folder under the test's temporary directory.
 std::string MakeTempDir(const std::string& prefix);
