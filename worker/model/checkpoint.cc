@@ -308,13 +308,16 @@ absl::Status SaveModelFolder(const HubertForSequenceClassification& model,
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return absl::NotFoundError("output folder " + dir + " does not exist");
   const fs::path path(dir);
-  RETURN_IF_ERROR(WriteJsonFile(path / "config.json", model->config().ToJson()));
   std::map<std::string, torch::Tensor> tensors;
   try {
     tensors = StateDict(model);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("collecting weights: ", e.what_without_backtrace()));
   }
+  json config = model->config().ToJson();
+  const torch::ScalarType dtype = tensors.at("classifier.weight").scalar_type();
+  config["torch_dtype"] = dtype == torch::kBFloat16 ? "bfloat16" : dtype == torch::kFloat16 ? "float16" : "float32";
+  RETURN_IF_ERROR(WriteJsonFile(path / "config.json", config));
   RETURN_IF_ERROR(WriteSafetensors(tensors, (path / "model.safetensors").string()));
   RETURN_IF_ERROR(WriteJsonFile(path / "preprocessor_config.json", preprocessor.ToJson()));
   return absl::OkStatus();

@@ -306,7 +306,7 @@ json HubertConfig::ToJson() const {
   }
   j["id2label"] = id2label_json;
   j["label2id"] = label2id_json;
-  if (!j.contains("torch_dtype")) j["torch_dtype"] = "float32";
+  j["torch_dtype"] = "float32";  // SaveModelFolder states the dtype actually written
   return j;
 }
 
