@@ -27,11 +27,13 @@ BUILD_DIR = os.path.dirname(os.path.abspath(BIN_DIR))
 DOCKER = os.path.join(SOURCE, "deploy", "docker")
 BINARIES = ["ftcontroller", "ftworker", "ftserve", "ftctl"]
 
-# scripts/setup packages that only tests, demos or developer speed need.
-NOT_FOR_IMAGES = {"ccache", "libgtest-dev", "libgmock-dev", "python3", "python3-torch",
-                  "python3-torchaudio", "espeak-ng", "sox"}
-# In the CUDA image libtorch comes from the official zip, with its own BLAS.
-NOT_FOR_CUDA = {"libtorch-dev", "libopenblas0-pthread"}
+# The scripts/setup packages a build needs: every -dev library and the build tools. Other
+# packages there are for tests and demos (python3-torch, sox, openssl, ...).
+BUILD_TOOLS = {"cmake", "g++", "make", "pkg-config", "protobuf-compiler",
+               "protobuf-compiler-grpc"}
+TEST_ONLY_DEV = {"libgtest-dev", "libgmock-dev"}
+# In the CUDA image libtorch comes from the official zip.
+NOT_FOR_CUDA = {"libtorch-dev"}
 
 
 # --- Dockerfile parsing -------------------------------------------------------------------
@@ -306,7 +308,8 @@ class DockerfileChecks:
                          "targets with install() rules the image does not build")
 
     def test_build_stage_installs_what_setup_installs(self):
-        needed = setup_packages() - NOT_FOR_IMAGES
+        needed = {p for p in setup_packages()
+                  if p.endswith("-dev") or p in BUILD_TOOLS} - TEST_ONLY_DEV
         if self.FILE.endswith(".cuda"):
             needed -= NOT_FOR_CUDA
         missing = needed - set(stage_packages(self.by_name["build"]))
