@@ -64,8 +64,8 @@ int ExitCodeFor(const absl::Status& status) {
 int ReportError(const absl::Status& status, const GlobalFlags& flags) {
   const std::string message(status.message());
   if (absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status)) {
-    std::fprintf(stderr, "ftctl: cannot reach the controller at %s: %s\n",
-                 flags.controller.c_str(), message.c_str());
+    std::fprintf(stderr, "ftctl: cannot reach the controller at %s: %s\n", flags.controller.c_str(),
+                 message.c_str());
     std::fprintf(stderr, "       (set --controller or FTCTL_CONTROLLER)\n");
   } else {
     std::fprintf(stderr, "ftctl: %s\n", message.c_str());
@@ -74,9 +74,9 @@ int ReportError(const absl::Status& status, const GlobalFlags& flags) {
 }
 
 void SetDeadline(grpc::ClientContext* context, const GlobalFlags& flags) {
-  context->set_deadline(std::chrono::system_clock::now() +
-                        std::chrono::milliseconds(
-                            static_cast<int64_t>(flags.timeout_seconds * 1000)));
+  context->set_deadline(
+      std::chrono::system_clock::now() +
+      std::chrono::milliseconds(static_cast<int64_t>(flags.timeout_seconds * 1000)));
 }
 
 void AddJsonFlag(CLI::App* cmd, bool* json) {

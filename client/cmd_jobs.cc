@@ -81,8 +81,7 @@ int List(Ctl* ctl, const JobFlags& flags) {
   }
   PrintJobTable(std::cout, {all.jobs().begin(), all.jobs().end()});
   if (!all.next_page_token().empty()) {
-    std::cerr << "more: ftctl list --page-token " << all.next_page_token()
-              << " (or --all)\n";
+    std::cerr << "more: ftctl list --page-token " << all.next_page_token() << " (or --all)\n";
   }
   return kExitOk;
 }

@@ -40,8 +40,8 @@ int Submit(Ctl* ctl, const SubmitFlags& flags) {
     std::cout << ToJson(job) << "\n" << std::flush;
   } else {
     std::cout << job.id() << "\n" << std::flush;
-    std::cerr << (response.created() ? "submitted job " : "already submitted as job ")
-              << job.id() << " (" << JobStateName(job.state()) << ")";
+    std::cerr << (response.created() ? "submitted job " : "already submitted as job ") << job.id()
+              << " (" << JobStateName(job.state()) << ")";
     if (!flags.watch) std::cerr << "; follow it with: ftctl watch " << job.id();
     std::cerr << "\n";
   }

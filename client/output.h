@@ -1,11 +1,11 @@
 // How ftctl prints jobs and workers: protobuf JSON for scripts, aligned text for people.
 #pragma once
 
+#include <google/protobuf/message.h>
+
 #include <ostream>
 #include <string>
 #include <vector>
-
-#include <google/protobuf/message.h>
 
 #include "ftune/v1/job.pb.h"
 #include "ftune/v1/job_service.pb.h"

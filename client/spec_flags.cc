@@ -1,10 +1,10 @@
 #include "client/spec_flags.h"
 
+#include <google/protobuf/util/json_util.h>
+
 #include <fstream>
 #include <sstream>
 #include <type_traits>
-
-#include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -32,8 +32,8 @@ absl::StatusOr<int> ParseEnum(const EnumDescriptor* descriptor, const std::strin
     if (choice == wanted) return descriptor->value(i)->number();
     choices.push_back(choice);
   }
-  return absl::InvalidArgumentError(absl::StrCat(flag, ": '", name, "' is not one of ",
-                                                 absl::StrJoin(choices, ", ")));
+  return absl::InvalidArgumentError(
+      absl::StrCat(flag, ": '", name, "' is not one of ", absl::StrJoin(choices, ", ")));
 }
 
 }  // namespace
@@ -53,8 +53,7 @@ absl::StatusOr<v1::SplitStrategy> ParseSplit(const std::string& name) {
 }
 
 absl::StatusOr<v1::Precision> ParsePrecision(const std::string& name) {
-  absl::StatusOr<int> v =
-      ParseEnum(v1::Precision_descriptor(), "PRECISION_", "--precision", name);
+  absl::StatusOr<int> v = ParseEnum(v1::Precision_descriptor(), "PRECISION_", "--precision", name);
   if (!v.ok()) return v.status();
   return static_cast<v1::Precision>(*v);
 }
@@ -181,8 +180,7 @@ void SpecFlags::AddTo(CLI::App* cmd) {
   u32("--grad-accum", "Forward passes per optimizer step (default 1)", &T::set_grad_accum);
   f64("--learning-rate", "Peak AdamW learning rate (default 5e-5)", &T::set_learning_rate);
   u32("--warmup-steps", "Linear warmup in optimizer steps", &T::set_warmup_steps);
-  f64("--warmup-ratio", "Linear warmup as a share of all steps (default 0)",
-      &T::set_warmup_ratio);
+  f64("--warmup-ratio", "Linear warmup as a share of all steps (default 0)", &T::set_warmup_ratio);
   Option<std::string>(cmd, "--schedule", "linear|cosine|constant",
                       [](const std::string& v, S* s) -> absl::Status {
                         absl::StatusOr<v1::LrSchedule> e = ParseSchedule(v);
@@ -223,17 +221,15 @@ void SpecFlags::AddTo(CLI::App* cmd) {
                      s->mutable_training()->set_seed(v);
                      return ok();
                    });
-  u32("--log-every-steps", "Progress event every N steps (default 10)",
-      &T::set_log_every_steps);
+  u32("--log-every-steps", "Progress event every N steps (default 10)", &T::set_log_every_steps);
   Flag(cmd, "--group-by-length", "Batch clips of similar length together",
        [](bool v, S* s) { s->mutable_training()->set_group_by_length(v); });
 
   // Placement and bookkeeping.
-  Option<std::string>(cmd, "--device", "auto|cpu|cuda|cuda:N",
-                      [ok](const std::string& v, S* s) {
-                        s->set_device(v);
-                        return ok();
-                      });
+  Option<std::string>(cmd, "--device", "auto|cpu|cuda|cuda:N", [ok](const std::string& v, S* s) {
+    s->set_device(v);
+    return ok();
+  });
   Option<uint32_t>(cmd, "--threads", "Intra-op CPU threads, 0 = all cores",
                    [ok](const uint32_t& v, S* s) {
                      s->set_threads(v);

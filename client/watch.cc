@@ -99,8 +99,8 @@ class TextPrinter final : public EventPrinter {
     }
     constexpr int kWidth = 24;
     const int filled = static_cast<int>(std::lround(fraction * kWidth));
-    progress_ = absl::StrCat("[", std::string(filled, '#'), std::string(kWidth - filled, '.'),
-                             "] ", text);
+    progress_ =
+        absl::StrCat("[", std::string(filled, '#'), std::string(kWidth - filled, '.'), "] ", text);
     out_ << "\r\033[K" << progress_ << std::flush;
     live_ = true;
   }
@@ -117,8 +117,7 @@ class TextPrinter final : public EventPrinter {
     std::vector<std::string> classes;
     for (const std::string& label : d.labels()) {
       auto it = d.classes().find(label);
-      classes.push_back(
-          absl::StrCat(label, "=", it == d.classes().end() ? 0u : it->second));
+      classes.push_back(absl::StrCat(label, "=", it == d.classes().end() ? 0u : it->second));
     }
     std::string text = absl::StrFormat(
         "dataset %s: %d files (%d usable), layout %s, split %s, train %d / eval %d, %.0fs of "
@@ -130,8 +129,8 @@ class TextPrinter final : public EventPrinter {
       absl::StrAppend(&text, "\n  eval speakers ", absl::StrJoin(d.eval_speakers(), ","));
     }
     if (d.skipped_size() > 0) {
-      absl::StrAppend(&text, "\n  skipped ", d.skipped_size(), " files, e.g. ",
-                      d.skipped(0).path(), ": ", d.skipped(0).reason());
+      absl::StrAppend(&text, "\n  skipped ", d.skipped_size(), " files, e.g. ", d.skipped(0).path(),
+                      ": ", d.skipped(0).reason());
     }
     return text;
   }
@@ -150,18 +149,22 @@ class TextPrinter final : public EventPrinter {
     std::string text =
         absl::StrFormat("checkpoint %s (epoch %d, step %d)", c.path(), c.epoch(), c.step());
     if (c.is_best()) {
-      absl::StrAppend(&text, absl::StrFormat(", new best %s %.4f", c.metric_name(),
-                                             c.metric_value()));
+      absl::StrAppend(&text,
+                      absl::StrFormat(", new best %s %.4f", c.metric_name(), c.metric_value()));
     }
     return text;
   }
 
   static std::string LogLine(const v1::LogMessage& log) {
     switch (log.level()) {
-      case v1::LOG_LEVEL_WARNING: return absl::StrCat("warning: ", log.message());
-      case v1::LOG_LEVEL_ERROR: return absl::StrCat("error: ", log.message());
-      case v1::LOG_LEVEL_DEBUG: return absl::StrCat("debug: ", log.message());
-      default: return log.message();
+      case v1::LOG_LEVEL_WARNING:
+        return absl::StrCat("warning: ", log.message());
+      case v1::LOG_LEVEL_ERROR:
+        return absl::StrCat("error: ", log.message());
+      case v1::LOG_LEVEL_DEBUG:
+        return absl::StrCat("debug: ", log.message());
+      default:
+        return log.message();
     }
   }
 
@@ -176,8 +179,7 @@ class TextPrinter final : public EventPrinter {
 bool Resumable(const absl::Status& status) {
   return absl::IsAborted(status) || absl::IsUnavailable(status) ||
          absl::IsDeadlineExceeded(status) || absl::IsCancelled(status) ||
-         absl::IsInternal(status) || absl::IsUnknown(status) ||
-         absl::IsResourceExhausted(status);
+         absl::IsInternal(status) || absl::IsUnknown(status) || absl::IsResourceExhausted(status);
 }
 
 }  // namespace
@@ -190,9 +192,9 @@ std::unique_ptr<EventPrinter> MakeTextPrinter(std::ostream& out, bool terminal) 
   return std::make_unique<TextPrinter>(out, terminal);
 }
 
-absl::StatusOr<WatchResult> WatchJob(v1::JobService::StubInterface* stub,
-                                     const std::string& job_id, int64_t after_seq,
-                                     EventPrinter* printer, const WatchOptions& options) {
+absl::StatusOr<WatchResult> WatchJob(v1::JobService::StubInterface* stub, const std::string& job_id,
+                                     int64_t after_seq, EventPrinter* printer,
+                                     const WatchOptions& options) {
   WatchResult result;
   result.last_seq = after_seq;
   std::mt19937_64 rng(std::random_device{}());
@@ -256,8 +258,7 @@ absl::StatusOr<WatchResult> WatchJob(v1::JobService::StubInterface* stub,
     }
     if (absl::Now() - healthy_since > options.give_up_after) {
       printer->Finish();
-      return status.ok() ? absl::UnavailableError("the event stream keeps ending early")
-                         : status;
+      return status.ok() ? absl::UnavailableError("the event stream keeps ending early") : status;
     }
     if (!status.ok() && !absl::IsAborted(status)) {
       printer->Notice(absl::StrCat("(stream interrupted: ", status.message(),

@@ -1,12 +1,11 @@
 // `ftworker run`: the worker daemon. Pulls jobs from a controller and runs them with the
 // fine-tuning runner, one per device, until SIGTERM/SIGINT; then hands running jobs back.
+#include <torch/cuda.h>
 #include <unistd.h>
 
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <torch/cuda.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
@@ -48,11 +47,10 @@ std::string HostName() {
 }
 
 absl::StatusOr<ftune::v1::Device> CudaDevice(int index) {
-  const int count = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count())
-                                                : 0;
+  const int count = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
   if (index >= count) {
-    return absl::NotFoundError(absl::StrCat("no CUDA device cuda:", index, " (this machine has ",
-                                            count, ")"));
+    return absl::NotFoundError(
+        absl::StrCat("no CUDA device cuda:", index, " (this machine has ", count, ")"));
   }
   ftune::v1::Device device;
   device.set_name(absl::StrCat("cuda:", index));
@@ -82,8 +80,8 @@ int Run(const RunFlags& flags) {
   config.host = HostName();
   config.version = kVersion;
   config.allowed_roots = flags.allowed_roots;
-  absl::StatusOr<std::vector<ftune::v1::Device>> devices = daemon::ParseDevices(
-      flags.devices.empty() ? DefaultDevices() : flags.devices, CudaDevice);
+  absl::StatusOr<std::vector<ftune::v1::Device>> devices =
+      daemon::ParseDevices(flags.devices.empty() ? DefaultDevices() : flags.devices, CudaDevice);
   if (!devices.ok()) {
     spdlog::error("--devices: {}", devices.status().message());
     return 2;

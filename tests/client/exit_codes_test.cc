@@ -13,17 +13,17 @@ using testing::BinaryPath;
 using testing::RunCommand;
 
 TEST(FtctlExitCodesTest, UnreachableControllerIsThree) {
-  auto result = RunCommand({BinaryPath("ftctl"), "list", "--controller", "127.0.0.1:1",
-                            "--timeout", "5"},
-                           absl::Seconds(60));
+  auto result =
+      RunCommand({BinaryPath("ftctl"), "list", "--controller", "127.0.0.1:1", "--timeout", "5"},
+                 absl::Seconds(60));
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->exit_code, kExitUnavailable);
 }
 
 TEST(FtctlExitCodesTest, GlobalFlagsWorkBeforeTheSubcommandAndFromTheEnvironment) {
-  auto result = RunCommand({BinaryPath("ftctl"), "--controller", "127.0.0.1:1", "--timeout",
-                            "5", "workers"},
-                           absl::Seconds(60));
+  auto result =
+      RunCommand({BinaryPath("ftctl"), "--controller", "127.0.0.1:1", "--timeout", "5", "workers"},
+                 absl::Seconds(60));
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->exit_code, kExitUnavailable);
   result = RunCommand({BinaryPath("ftctl"), "get", "j1", "--timeout", "5"}, absl::Seconds(60),

@@ -1,8 +1,8 @@
 #include "client/spec_flags.h"
 
-#include <fstream>
-
 #include <gtest/gtest.h>
+
+#include <fstream>
 
 #include "absl/strings/match.h"
 #include "tests/support/process.h"
@@ -37,18 +37,63 @@ std::vector<std::string> With(std::vector<std::string> more) {
 }
 
 TEST(SpecFlagsTest, FlagsFillTheirJobSpecFields) {
-  auto spec = Parse(With({"--model", "tiny", "--layout", "ravdess", "--split", "speaker",
-                          "--eval-fraction", "0.25", "--include-song", "--labels",
-                          "neutral,happy,sad", "--epochs", "4", "--batch-size", "16",
-                          "--grad-accum", "2", "--learning-rate", "3e-5", "--warmup-ratio",
-                          "0.1", "--schedule", "cosine", "--weight-decay", "0.01",
-                          "--max-grad-norm", "0.5", "--precision", "bf16",
-                          "--freeze-feature-encoder=false", "--freeze-layers", "2",
-                          "--max-seconds", "4", "--eval-every-steps", "50",
-                          "--checkpoint-every-steps", "100", "--keep-last", "3",
-                          "--metric-for-best", "macro_f1", "--early-stopping-patience", "2",
-                          "--seed", "7", "--device", "cpu", "--threads", "2", "--priority",
-                          "5", "--max-restarts", "1", "--request-id", "req-1", "--name",
+  auto spec = Parse(With({"--model",
+                          "tiny",
+                          "--layout",
+                          "ravdess",
+                          "--split",
+                          "speaker",
+                          "--eval-fraction",
+                          "0.25",
+                          "--include-song",
+                          "--labels",
+                          "neutral,happy,sad",
+                          "--epochs",
+                          "4",
+                          "--batch-size",
+                          "16",
+                          "--grad-accum",
+                          "2",
+                          "--learning-rate",
+                          "3e-5",
+                          "--warmup-ratio",
+                          "0.1",
+                          "--schedule",
+                          "cosine",
+                          "--weight-decay",
+                          "0.01",
+                          "--max-grad-norm",
+                          "0.5",
+                          "--precision",
+                          "bf16",
+                          "--freeze-feature-encoder=false",
+                          "--freeze-layers",
+                          "2",
+                          "--max-seconds",
+                          "4",
+                          "--eval-every-steps",
+                          "50",
+                          "--checkpoint-every-steps",
+                          "100",
+                          "--keep-last",
+                          "3",
+                          "--metric-for-best",
+                          "macro_f1",
+                          "--early-stopping-patience",
+                          "2",
+                          "--seed",
+                          "7",
+                          "--device",
+                          "cpu",
+                          "--threads",
+                          "2",
+                          "--priority",
+                          "5",
+                          "--max-restarts",
+                          "1",
+                          "--request-id",
+                          "req-1",
+                          "--name",
                           "first run"}));
   ASSERT_TRUE(spec.ok()) << spec.status();
   EXPECT_EQ(spec->dataset().path(), "/data/ravdess");

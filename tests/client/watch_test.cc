@@ -1,12 +1,12 @@
 // ftctl watch against an in-process fake JobService whose streams drop mid-way.
 #include "client/watch.h"
 
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
 #include <deque>
 #include <mutex>
 #include <sstream>
-
-#include <grpcpp/grpcpp.h>
-#include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
@@ -132,7 +132,8 @@ class WatchTest : public ::testing::Test {
     service_.AddEvent(State(v1::JOB_STATE_UNSPECIFIED, v1::JOB_STATE_QUEUED, "submitted"));
     service_.AddEvent(State(v1::JOB_STATE_QUEUED, v1::JOB_STATE_RUNNING));
     for (int step = 1; step <= 6; ++step) service_.AddEvent(Progress(step));
-    service_.AddEvent(State(v1::JOB_STATE_RUNNING, end, end == v1::JOB_STATE_FAILED ? "out of memory" : ""));
+    service_.AddEvent(
+        State(v1::JOB_STATE_RUNNING, end, end == v1::JOB_STATE_FAILED ? "out of memory" : ""));
   }
 
   FakeJobService service_;

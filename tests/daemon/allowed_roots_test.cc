@@ -1,9 +1,9 @@
 #include "worker/daemon/allowed_roots.h"
 
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <fstream>
-
-#include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
 #include "tests/support/process.h"

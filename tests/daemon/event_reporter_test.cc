@@ -60,8 +60,7 @@ TEST(EventReporterTest, RetriesTheSameBatchUntilAccepted) {
   // The failed attempts and the accepted one carry the same id and events.
   for (size_t i = 1; i < 4; ++i) {
     EXPECT_EQ(controller.reports[i].batch_id(), controller.reports[0].batch_id());
-    EXPECT_EQ(controller.reports[i].SerializeAsString(),
-              controller.reports[0].SerializeAsString());
+    EXPECT_EQ(controller.reports[i].SerializeAsString(), controller.reports[0].SerializeAsString());
   }
   EXPECT_EQ(controller.stored["job-1"].size(), 2u);
   EXPECT_FALSE(cancel.stop_requested());
@@ -142,8 +141,7 @@ TEST(EventReporterTest, FlushTimesOutWhileTheControllerIsDown) {
   train::CancelToken cancel;
   EventReporter reporter(&controller, "job-1", "lease-1", &cancel, FastOptions());
   reporter.Emit(Progress(1));
-  EXPECT_EQ(reporter.Flush(absl::Milliseconds(50)).code(),
-            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(reporter.Flush(absl::Milliseconds(50)).code(), absl::StatusCode::kDeadlineExceeded);
   controller.SetDown(absl::OkStatus());
   EXPECT_TRUE(reporter.Flush(absl::Seconds(20)).ok());
   EXPECT_EQ(controller.stored["job-1"].size(), 1u);

@@ -78,7 +78,8 @@ class FakeController final : public WorkerClient {
   bool Await(const std::function<bool(const FakeController&)>& pred,
              absl::Duration timeout = absl::Seconds(20)) {
     std::unique_lock<std::mutex> lock(mu_);
-    return WaitFor(cv_, lock, [&] { return pred(*this); }, timeout);
+    return WaitFor(
+        cv_, lock, [&] { return pred(*this); }, timeout);
   }
 
   // Recorded calls (read under Await's predicate, or after the daemon stopped).
@@ -270,7 +271,8 @@ class ScriptedRunner final : public train::JobRunner {
   bool Await(const std::function<bool(const ScriptedRunner&)>& pred,
              absl::Duration timeout = absl::Seconds(20)) {
     std::unique_lock<std::mutex> lock(mu_);
-    return WaitFor(cv_, lock, [&] { return pred(*this); }, timeout);
+    return WaitFor(
+        cv_, lock, [&] { return pred(*this); }, timeout);
   }
 
   std::vector<std::pair<std::string, std::string>> started;  // (job id, device)

@@ -1,8 +1,8 @@
 #include "worker/daemon/worker_daemon.h"
 
-#include <filesystem>
-
 #include <gtest/gtest.h>
+
+#include <filesystem>
 
 #include "absl/strings/match.h"
 #include "tests/daemon/fakes.h"
@@ -98,8 +98,8 @@ TEST(WorkerDaemonTest, CancelVerdictFromHeartbeatCancelsTheJob) {
   EXPECT_EQ(controller.heartbeats.back().leases(0).lease_id(), "lease-job-1");
   // ...and brings the user's cancel back.
   controller.SetVerdict("job-1", v1::LEASE_VERDICT_CANCEL);
-  ASSERT_TRUE(controller.Await(
-      [](const FakeController& c) { return Completion(c, "job-1") != nullptr; }));
+  ASSERT_TRUE(
+      controller.Await([](const FakeController& c) { return Completion(c, "job-1") != nullptr; }));
   EXPECT_EQ(Completion(controller, "job-1")->outcome(), v1::JOB_OUTCOME_CANCELLED);
   (*daemon)->Shutdown();
   EXPECT_EQ(runner.stop_reasons["job-1"], StopReason::kCancel);
@@ -192,8 +192,7 @@ TEST(WorkerDaemonTest, RunsOneJobPerDevice) {
   EXPECT_EQ(runner.started[2].first, "job-3");
   EXPECT_EQ(runner.started[2].second, freed);
   for (const char* id : {"job-1", "job-2", "job-3"}) runner.Finish(id);
-  ASSERT_TRUE(
-      controller.Await([](const FakeController& c) { return c.completions.size() == 3; }));
+  ASSERT_TRUE(controller.Await([](const FakeController& c) { return c.completions.size() == 3; }));
   (*daemon)->Shutdown();
   EXPECT_EQ(runner.max_running, 2);
 }

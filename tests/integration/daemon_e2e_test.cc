@@ -1,7 +1,11 @@
 // The worker daemon and ftctl against real processes on loopback: ftcontroller, ftworker
 // with the real trainer (`tiny` preset) on a tiny synthetic tone dataset, and ftctl.
-#include <csignal>
+#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/message_differencer.h>
+#include <gtest/gtest.h>
+
 #include <cmath>
+#include <csignal>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -9,10 +13,6 @@
 #include <random>
 #include <string>
 #include <vector>
-
-#include <google/protobuf/util/json_util.h>
-#include <google/protobuf/util/message_differencer.h>
-#include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -96,10 +96,10 @@ class DaemonEndToEndTest : public ::testing::Test {
 
   // Starts ftcontroller on `listen` with the test's data folder (kept across restarts).
   void StartController(const std::string& listen) {
-    auto controller = ChildProcess::Start(
-        {BinaryPath("ftcontroller"), "--listen", listen, "--data-dir", tmp_ + "/ctrl",
-         "--lease-seconds", absl::StrCat(LeaseSeconds()), "--heartbeat-seconds", "1",
-         "--drain-seconds", "1"});
+    auto controller =
+        ChildProcess::Start({BinaryPath("ftcontroller"), "--listen", listen, "--data-dir",
+                             tmp_ + "/ctrl", "--lease-seconds", absl::StrCat(LeaseSeconds()),
+                             "--heartbeat-seconds", "1", "--drain-seconds", "1"});
     ASSERT_TRUE(controller.ok()) << controller.status();
     controller_ = std::make_unique<ChildProcess>(*std::move(controller));
     auto address = controller_->WaitForListening(absl::Seconds(60));
@@ -146,11 +146,27 @@ class DaemonEndToEndTest : public ::testing::Test {
   }
 
   std::vector<std::string> SubmitArgs(const std::string& run, int epochs) {
-    return {"submit",        "--dataset",     data_,     "--layout",     "folders",
-            "--model",       "tiny",          "--epochs", absl::StrCat(epochs),
-            "--batch-size",  "4",             "--output-dir", tmp_ + "/runs/" + run,
-            "--threads",     "1",             "--log-every-steps", "1",
-            "--seed",        "3",             "--name",   run};
+    return {"submit",
+            "--dataset",
+            data_,
+            "--layout",
+            "folders",
+            "--model",
+            "tiny",
+            "--epochs",
+            absl::StrCat(epochs),
+            "--batch-size",
+            "4",
+            "--output-dir",
+            tmp_ + "/runs/" + run,
+            "--threads",
+            "1",
+            "--log-every-steps",
+            "1",
+            "--seed",
+            "3",
+            "--name",
+            run};
   }
 
   v1::Job Get(const std::string& id) {
@@ -197,15 +213,15 @@ TEST_F(DaemonEndToEndTest, SubmitRunsToSuccessAndTheReplayEqualsTheLiveStream) {
   for (size_t i = 0; i < replayed.size(); ++i) {
     EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(ParseEvent(replayed[i]),
                                                                    ParseEvent(live_events[i])))
-        << replayed[i] << "\n" << live_events[i];
+        << replayed[i] << "\n"
+        << live_events[i];
   }
 
   const v1::Job job = Get(submitted.id());
   EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
   EXPECT_EQ(job.worker_id(), "worker-a");
   ASSERT_FALSE(job.best_checkpoint().empty());
-  EXPECT_TRUE(fs::exists(fs::path(job.best_checkpoint()) / "config.json"))
-      << job.best_checkpoint();
+  EXPECT_TRUE(fs::exists(fs::path(job.best_checkpoint()) / "config.json")) << job.best_checkpoint();
 
   RunResult list = RunCtl({"list", "--state", "succeeded"});
   EXPECT_EQ(list.exit_code, 0);
@@ -339,8 +355,8 @@ TEST_F(DaemonEndToEndTest, TheRunningJobCarriesOnAcrossAControllerKillAndRestart
     for (const auto& entry : fs::directory_iterator(runs, error)) {
       int64_t step = 0;
       const std::string name = entry.path().filename().string();
-      found |= absl::StartsWith(name, "checkpoint-") &&
-               absl::SimpleAtoi(name.substr(11), &step) && step >= step_before + 10;
+      found |= absl::StartsWith(name, "checkpoint-") && absl::SimpleAtoi(name.substr(11), &step) &&
+               step >= step_before + 10;
     }
     if (!found) absl::SleepFor(absl::Milliseconds(20));  // polling the disk, not a sync wait
   }

@@ -51,8 +51,7 @@ absl::StatusOr<AllowedRoots> AllowedRoots::Create(const std::vector<std::string>
           absl::StrCat("allowed root '", root, "': ", error.message()));
     }
     if (!fs::is_directory(resolved, error)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("allowed root '", root, "' is not a folder"));
+      return absl::InvalidArgumentError(absl::StrCat("allowed root '", root, "' is not a folder"));
     }
     canonical.push_back(resolved.string());
   }
@@ -72,8 +71,7 @@ absl::Status AllowedRoots::Check(const std::string& what, const std::string& pat
   }
   return absl::PermissionDeniedError(
       absl::StrCat(what, " '", path, "' (resolved to '", resolved->string(),
-                   "') is outside the worker's allowed roots (", absl::StrJoin(roots_, ", "),
-                   ")"));
+                   "') is outside the worker's allowed roots (", absl::StrJoin(roots_, ", "), ")"));
 }
 
 absl::Status AllowedRoots::CheckJob(const ftune::v1::JobSpec& spec) const {

@@ -35,8 +35,8 @@ v1::Device CpuDevice() {
     }
   }
   const long cores = sysconf(_SC_NPROCESSORS_ONLN);
-  device.set_description(absl::StrCat(model.empty() ? "CPU" : model, ", ", cores, " cores",
-                                      bf16 ? ", bf16" : ""));
+  device.set_description(
+      absl::StrCat(model.empty() ? "CPU" : model, ", ", cores, " cores", bf16 ? ", bf16" : ""));
   device.set_bf16(bf16);
   const long pages = sysconf(_SC_PHYS_PAGES);
   const long page_size = sysconf(_SC_PAGE_SIZE);
@@ -63,8 +63,7 @@ absl::StatusOr<std::vector<v1::Device>> ParseDevices(const std::string& list,
     int index = -1;
     if (!absl::ConsumePrefix(&index_text, "cuda:") || !absl::SimpleAtoi(index_text, &index) ||
         index < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("device '", name, "' is not cpu or cuda:N"));
+      return absl::InvalidArgumentError(absl::StrCat("device '", name, "' is not cpu or cuda:N"));
     }
     if (!probe) {
       return absl::NotFoundError(absl::StrCat("device '", name, "': no CUDA support"));

@@ -61,8 +61,7 @@ void EventReporter::Emit(v1::JobEvent event) {
       const bool dropped = DropOldestProgressLocked();
       if (dropped || event.has_train_progress()) {
         if (++coalesced_ == 1) {
-          spdlog::warn("job {}: controller not keeping up; coalescing progress events",
-                       job_id_);
+          spdlog::warn("job {}: controller not keeping up; coalescing progress events", job_id_);
         }
       }
       if (!dropped && event.has_train_progress()) return;
@@ -86,15 +85,13 @@ absl::Status EventReporter::Flush(absl::Duration timeout) {
   std::unique_lock<std::mutex> lock(mu_);
   flush_requested_ = true;
   wake_.notify_one();
-  const bool done = drained_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [this] {
-    return lost_ || (queue_.empty() && !sending_);
-  });
+  const bool done = drained_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
+                                      [this] { return lost_ || (queue_.empty() && !sending_); });
   flush_requested_ = false;
   if (lost_) return absl::AbortedError("lease lost; events not delivered");
   if (!done) {
-    return absl::DeadlineExceededError(
-        absl::StrCat(queue_.size() + (sending_ ? 1 : 0), " event batches of job ", job_id_,
-                     " not delivered"));
+    return absl::DeadlineExceededError(absl::StrCat(
+        queue_.size() + (sending_ ? 1 : 0), " event batches of job ", job_id_, " not delivered"));
   }
   return absl::OkStatus();
 }

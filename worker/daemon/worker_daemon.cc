@@ -29,11 +29,16 @@ bool Permanent(const absl::Status& status) {
 
 const char* OutcomeName(v1::JobOutcome outcome) {
   switch (outcome) {
-    case v1::JOB_OUTCOME_SUCCEEDED: return "succeeded";
-    case v1::JOB_OUTCOME_FAILED: return "failed";
-    case v1::JOB_OUTCOME_CANCELLED: return "cancelled";
-    case v1::JOB_OUTCOME_REQUEUE: return "handed back";
-    default: return "no outcome";
+    case v1::JOB_OUTCOME_SUCCEEDED:
+      return "succeeded";
+    case v1::JOB_OUTCOME_FAILED:
+      return "failed";
+    case v1::JOB_OUTCOME_CANCELLED:
+      return "cancelled";
+    case v1::JOB_OUTCOME_REQUEUE:
+      return "handed back";
+    default:
+      return "no outcome";
   }
 }
 
@@ -326,8 +331,7 @@ void WorkerDaemon::RunJob(RunningJob* running) {
     result.outcome = v1::JOB_OUTCOME_REQUEUE;
     result.error = "worker shutting down";
   } else {
-    EventReporter reporter(client_, job.id(), running->lease_id, &running->cancel,
-                           config_.events);
+    EventReporter reporter(client_, job.id(), running->lease_id, &running->cancel, config_.events);
     try {
       result = runner_->Run(job, running->device, &reporter, &running->cancel);
     } catch (const std::exception& e) {
