@@ -52,6 +52,18 @@ TEST(ConfigTest, LabelsFromLabel2IdWhenNoId2Label) {
   EXPECT_EQ(c->id2label, (std::vector<std::string>{"a", "b"}));
 }
 
+TEST(ConfigTest, LabelsFromNumLabelsAreNotEchoed) {
+  json j = BaseJson();
+  j.erase("id2label");
+  j.erase("label2id");
+  j["num_labels"] = 3;
+  auto c = HubertConfig::FromJson(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->id2label, (std::vector<std::string>{"LABEL_0", "LABEL_1", "LABEL_2"}));
+  c->id2label = {"x"};
+  EXPECT_FALSE(c->ToJson().contains("num_labels"));
+}
+
 struct BadField {
   const char* field;
   json value;

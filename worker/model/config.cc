@@ -113,7 +113,14 @@ absl::Status ReadLabels(const json& j, std::vector<std::string>* out) {
       seen[id] = true;
     }
     *out = std::move(labels);
+    return absl::OkStatus();
   }
+  // Only a count: transformers names the labels LABEL_0..LABEL_{n-1}.
+  int num_labels = 0;
+  RETURN_IF_ERROR(Read(j, "num_labels", &num_labels));
+  if (num_labels < 0) return FieldError("num_labels", "must not be negative");
+  out->clear();
+  for (int i = 0; i < num_labels; ++i) out->push_back("LABEL_" + std::to_string(i));
   return absl::OkStatus();
 }
 
@@ -254,7 +261,8 @@ absl::StatusOr<HubertConfig> HubertConfig::FromJson(const json& j) {
       "apply_spec_augment", "mask_time_prob", "mask_time_length", "mask_time_min_masks",
       "mask_feature_prob", "mask_feature_length", "mask_feature_min_masks",
       "classifier_proj_size", "use_weighted_layer_sum", "initializer_range", "id2label",
-      "label2id", "architectures", "num_feat_extract_layers", "conv_pos_batch_norm"};
+      "label2id", "num_labels", "architectures", "num_feat_extract_layers",
+      "conv_pos_batch_norm"};
   for (const auto& [key, value] : j.items()) {
     if (!kParsed.count(key)) c.extra[key] = value;
   }
