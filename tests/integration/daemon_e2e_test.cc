@@ -91,15 +91,28 @@ class DaemonEndToEndTest : public ::testing::Test {
                   static_cast<unsigned>(hz) + i);
       }
     }
+    BeforeController();
     StartController("127.0.0.1:0");
   }
 
+  // Hook for fixtures that need files or flags before the controller starts.
+  virtual void BeforeController() {}
+
   // Starts ftcontroller on `listen` with the test's data folder (kept across restarts).
   void StartController(const std::string& listen) {
-    auto controller =
-        ChildProcess::Start({BinaryPath("ftcontroller"), "--listen", listen, "--data-dir",
-                             tmp_ + "/ctrl", "--lease-seconds", absl::StrCat(LeaseSeconds()),
-                             "--heartbeat-seconds", "1", "--drain-seconds", "1"});
+    std::vector<std::string> argv = {BinaryPath("ftcontroller"),
+                                     "--listen",
+                                     listen,
+                                     "--data-dir",
+                                     tmp_ + "/ctrl",
+                                     "--lease-seconds",
+                                     absl::StrCat(LeaseSeconds()),
+                                     "--heartbeat-seconds",
+                                     "1",
+                                     "--drain-seconds",
+                                     "1"};
+    argv.insert(argv.end(), controller_flags_.begin(), controller_flags_.end());
+    auto controller = ChildProcess::Start(argv);
     ASSERT_TRUE(controller.ok()) << controller.status();
     controller_ = std::make_unique<ChildProcess>(*std::move(controller));
     auto address = controller_->WaitForListening(absl::Seconds(60));
@@ -123,9 +136,22 @@ class DaemonEndToEndTest : public ::testing::Test {
   }
 
   std::unique_ptr<ChildProcess> StartWorker(const std::string& id) {
-    auto worker = ChildProcess::Start({BinaryPath("ftworker"), "run", "--controller", address_,
-                                       "--worker-id", id, "--devices", "cpu", "--threads", "1",
-                                       "--allowed-root", tmp_, "--listen", "127.0.0.1:0"});
+    std::vector<std::string> argv = {BinaryPath("ftworker"),
+                                     "run",
+                                     "--controller",
+                                     address_,
+                                     "--worker-id",
+                                     id,
+                                     "--devices",
+                                     "cpu",
+                                     "--threads",
+                                     "1",
+                                     "--allowed-root",
+                                     tmp_,
+                                     "--listen",
+                                     "127.0.0.1:0"};
+    argv.insert(argv.end(), worker_flags_.begin(), worker_flags_.end());
+    auto worker = ChildProcess::Start(argv);
     EXPECT_TRUE(worker.ok()) << worker.status();
     if (!worker.ok()) return nullptr;
     auto child = std::make_unique<ChildProcess>(*std::move(worker));
@@ -135,6 +161,7 @@ class DaemonEndToEndTest : public ::testing::Test {
 
   std::vector<std::string> Ctl(std::vector<std::string> args) {
     std::vector<std::string> argv = {BinaryPath("ftctl"), "--controller", address_};
+    argv.insert(argv.end(), ctl_flags_.begin(), ctl_flags_.end());
     argv.insert(argv.end(), args.begin(), args.end());
     return argv;
   }
@@ -176,6 +203,8 @@ class DaemonEndToEndTest : public ::testing::Test {
   }
 
   std::string tmp_, data_, address_;
+  // Extra flags for the controller, every worker and every ftctl call.
+  std::vector<std::string> controller_flags_, worker_flags_, ctl_flags_;
   std::unique_ptr<ChildProcess> controller_;
 };
 
@@ -432,6 +461,33 @@ TEST_F(ShortLeaseEndToEndTest, AKilledWorkersJobIsResumedByAnotherFromItsCheckpo
   auto code = watch->Wait(absl::Minutes(2));
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_EQ(*code, 1);
+}
+
+class AuthEndToEndTest : public DaemonEndToEndTest {
+ protected:
+  void BeforeController() override {
+    std::ofstream(tmp_ + "/tokens") << "client client-secret\nworker worker-secret\n";
+    std::ofstream(tmp_ + "/client.token") << "client-secret\n";
+    std::ofstream(tmp_ + "/worker.token") << "worker-secret\n";
+    controller_flags_ = {"--tokens", tmp_ + "/tokens"};
+    worker_flags_ = {"--token-file", tmp_ + "/worker.token"};
+    ctl_flags_ = {"--token-file", tmp_ + "/client.token"};
+  }
+};
+
+TEST_F(AuthEndToEndTest, TokensLetTheRightPartiesIn) {
+  auto worker = StartWorker("worker-a");
+  ASSERT_NE(worker, nullptr);
+  std::vector<std::string> args = SubmitArgs("auth", 1);
+  args.push_back("--watch");
+  RunResult run = RunCtl(args, absl::Minutes(5));
+  EXPECT_EQ(run.exit_code, 0) << run.out;
+
+  // No token, and a worker's token used as a client's: refused with the auth exit code.
+  ctl_flags_.clear();
+  EXPECT_EQ(RunCtl({"list"}).exit_code, 5);
+  ctl_flags_ = {"--token-file", tmp_ + "/worker.token"};
+  EXPECT_EQ(RunCtl({"list"}).exit_code, 5);
 }
 
 }  // namespace

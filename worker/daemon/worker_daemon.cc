@@ -238,7 +238,8 @@ void WorkerDaemon::AcquireLoop() {
     // Reconnect and register again: the controller may have restarted without us.
     registered_ = false;
     if (Permanent(status)) {
-      spdlog::error("controller refused this worker: {}", status);
+      // Bad token or scope: an operator must fix it; keep trying without flooding the log.
+      if (!reported_down) spdlog::error("controller refused this worker: {}", status);
     } else if (Unknown(status)) {
       spdlog::warn("controller does not know this worker ({}); registering again", status);
     } else if (!reported_down) {
