@@ -2,6 +2,7 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -91,13 +92,15 @@ void PrintJob(std::ostream& out, const v1::Job& job) {
 }
 
 void PrintJobTable(std::ostream& out, const std::vector<v1::Job>& jobs) {
-  out << absl::StrFormat("%-24s %-11s %-20s %7s %13s %8s  %s\n", "ID", "STATE", "NAME", "ATTEMPT",
-                         "STEP", "ACC", "CREATED");
+  int id_width = 2;
+  for (const v1::Job& job : jobs) id_width = std::max(id_width, static_cast<int>(job.id().size()));
+  out << absl::StrFormat("%-*s %-11s %-20s %7s %13s %8s  %s\n", id_width, "ID", "STATE", "NAME",
+                         "ATTEMPT", "STEP", "ACC", "CREATED");
   for (const v1::Job& job : jobs) {
     std::string name = job.spec().name();
     if (name.size() > 20) name = name.substr(0, 19) + "~";
     out << absl::StrFormat(
-        "%-24s %-11s %-20s %7d %13s %8s  %s\n", job.id(), JobStateName(job.state()),
+        "%-*s %-11s %-20s %7d %13s %8s  %s\n", id_width, job.id(), JobStateName(job.state()),
         name.empty() ? "-" : name, job.attempt(), Progress(job),
         job.last_accuracy() > 0 ? absl::StrFormat("%.4f", job.last_accuracy()) : "-",
         FormatTime(job.create_time()));

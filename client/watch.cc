@@ -106,7 +106,10 @@ class TextPrinter final : public EventPrinter {
   }
 
   static std::string StateLine(const v1::StateChanged& s) {
-    std::string text = absl::StrCat("state ", JobStateName(s.from()), " -> ", JobStateName(s.to()));
+    std::string text =
+        s.from() == v1::JOB_STATE_UNSPECIFIED
+            ? absl::StrCat("state ", JobStateName(s.to()))
+            : absl::StrCat("state ", JobStateName(s.from()), " -> ", JobStateName(s.to()));
     if (!s.worker_id().empty()) absl::StrAppend(&text, " worker ", s.worker_id());
     if (s.attempt() > 0) absl::StrAppend(&text, " attempt ", s.attempt());
     if (!s.reason().empty()) absl::StrAppend(&text, " (", s.reason(), ")");

@@ -278,5 +278,19 @@ TEST(OutputTest, FormatsDurations) {
   EXPECT_EQ(FormatSeconds(-1), "-");
 }
 
+TEST(OutputTest, JobTableColumnsLineUpWithLongIds) {
+  v1::Job job;
+  job.set_id("job-20261124-015006-3fcb20");
+  job.set_state(v1::JOB_STATE_RUNNING);
+  job.set_step(3);
+  job.set_total_steps(6);
+  std::ostringstream out;
+  PrintJobTable(out, {job});
+  std::vector<std::string> lines = absl::StrSplit(out.str(), '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0].find("STATE"), lines[1].find("running"));
+  EXPECT_TRUE(absl::StrContains(lines[1], "3/6"));
+}
+
 }  // namespace
 }  // namespace ftune::ctl
