@@ -84,5 +84,21 @@ TEST(CmdBenchTest, PrintsSamplesPerSec) {
   EXPECT_GT(lines[0]["samples_per_sec"].get<double>(), 0);
 }
 
+TEST(CmdBenchTest, ReusedFeaturesNeedAFrozenEncoder) {
+  const std::vector<std::string> base = {BinaryPath("ftworker"), "bench", "--model", "tiny",
+                                         "--batch-size", "2", "--seconds", "0.5", "--steps",
+                                         "2", "--threads", "1", "--reuse-features", "--json"};
+  std::vector<std::string> frozen = base;
+  frozen.insert(frozen.end(), {"--freeze-feature-encoder", "true"});
+  auto ok = RunCommand(frozen, absl::Minutes(2));
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->exit_code, 0) << ok->out;
+  std::vector<std::string> trainable = base;
+  trainable.insert(trainable.end(), {"--freeze-feature-encoder", "false"});
+  auto refused = RunCommand(trainable, absl::Minutes(2));
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_EQ(refused->exit_code, 1);
+}
+
 }  // namespace
 }  // namespace ftune::train

@@ -134,6 +134,7 @@ struct Trainer::State {
 
   torch::Device device{torch::kCPU};
   PrecisionChoice precision;
+  bool cnn_frozen = false;
   bool cache_train_features = false;
   bool cache_eval_features = false;
   std::vector<torch::Tensor> params;  // trainable only
@@ -691,6 +692,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     s->schedule.emplace(schedule);
     if (config.log_every_steps < 1) s->config.log_every_steps = 1;
 
+    s->cnn_frozen = cnn_frozen;
     s->cache_train_features = options.cache_features && cnn_frozen && config.max_seconds <= 0;
     s->cache_eval_features = options.cache_features && cnn_frozen;
     s->Log(ftune::v1::LOG_LEVEL_INFO,
@@ -751,9 +753,14 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   return result;
 }
 
-absl::StatusOr<double> Trainer::TrainStepForBench(const std::vector<data::Batch>& batches) {
+absl::StatusOr<double> Trainer::TrainStepForBench(const std::vector<data::Batch>& batches,
+                                                  bool reuse_features) {
   State& s = *s_;
   if (batches.empty()) return absl::InvalidArgumentError("no batches");
+  if (reuse_features && !s.cnn_frozen) {
+    return absl::FailedPreconditionError("feature reuse needs a frozen feature encoder");
+  }
+  FeatureCache* features = reuse_features ? &s.train_features : nullptr;
   try {
     int64_t samples = 0;
     for (const auto& b : batches) samples += b.labels.size(0);
@@ -762,7 +769,7 @@ absl::StatusOr<double> Trainer::TrainStepForBench(const std::vector<data::Batch>
     double loss = 0;
     for (const auto& b : batches) {
       const double weight = static_cast<double>(b.labels.size(0)) / samples;
-      loss += s.ForwardBackward(b, weight, nullptr) * weight;
+      loss += s.ForwardBackward(b, weight, features) * weight;
     }
     s.OptimizerStep();
     return loss;

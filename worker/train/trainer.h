@@ -71,8 +71,10 @@ class Trainer {
   model::HubertForSequenceClassification& model();
 
   // Benchmark hook: one optimizer step over `batches` (grad_accum micro-batches), timing
-  // nothing itself. Returns the mean loss.
-  absl::StatusOr<double> TrainStepForBench(const std::vector<data::Batch>& batches);
+  // nothing itself. Returns the mean loss. `reuse_features`: go through the frozen feature
+  // encoder's cache as epochs 2+ do (FailedPrecondition when the encoder is trainable).
+  absl::StatusOr<double> TrainStepForBench(const std::vector<data::Batch>& batches,
+                                           bool reuse_features = false);
 
  private:
   struct State;
