@@ -68,7 +68,7 @@ class FineTuneRunner : public JobRunner {
     data::AudioCache audio;
     const std::vector<std::string> labels(spec.labels().begin(), spec.labels().end());
     absl::StatusOr<data::Dataset> dataset = data::LoadDataset(
-        spec.dataset(), labels, config->seed, &audio, std::max(1, config->loader_threads));
+        spec.dataset(), labels, config->seed, &audio, config->loader_threads);
     if (!dataset.ok()) return dataset.status();
     {
       ftune::v1::JobEvent event;
