@@ -123,7 +123,8 @@ JobSpec WithDefaults(const JobSpec& spec) {
   if (!t->has_warmup_ratio()) t->set_warmup_ratio(0);
   if (!t->has_weight_decay()) t->set_weight_decay(0);
   if (!t->has_max_grad_norm()) t->set_max_grad_norm(1.0);
-  if (!t->has_freeze_feature_encoder()) t->set_freeze_feature_encoder(true);
+  // freeze_feature_encoder stays unset: the trainer picks by model (frozen for pretrained
+  // folders, trainable for random-init presets).
   if (!t->has_max_seconds()) t->set_max_seconds(0);
   if (!t->has_keep_last()) t->set_keep_last(2);
   if (t->metric_for_best().empty()) t->set_metric_for_best("accuracy");

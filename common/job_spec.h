@@ -14,9 +14,10 @@ absl::Status ValidateJobSpec(const ftune::v1::JobSpec& spec);
 
 // `spec` with every default written out: epochs 3, batch_size 8, grad_accum 1,
 // learning_rate 5e-5, warmup_ratio 0, weight_decay 0, max_grad_norm 1,
-// freeze_feature_encoder true, max_seconds 0, keep_last 2, metric_for_best accuracy,
+// max_seconds 0, keep_last 2, metric_for_best accuracy,
 // early_stopping_threshold 0, seed 42, log_every_steps 10, device auto, max_restarts 3,
-// dataset.eval_fraction 0.2. Explicit values are kept.
+// dataset.eval_fraction 0.2. Explicit values are kept. training.freeze_feature_encoder stays
+// unset when unset: its default depends on the model (see job.proto).
 ftune::v1::JobSpec WithDefaults(const ftune::v1::JobSpec& spec);
 
 // True for "", auto, cpu, cuda and cuda:N.
