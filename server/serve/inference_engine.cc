@@ -127,12 +127,17 @@ void InferenceEngine::Classify(const std::string& model_id, std::vector<float> s
             : absl::StrCat("no model '", model_id, "'; served: ", absl::StrJoin(ids, ", "))));
     return;
   }
-  if (samples.empty()) {
-    done(absl::InvalidArgumentError("the audio holds no samples"));
-    return;
-  }
   {
     std::lock_guard<std::mutex> lock(slot->mu);
+    // A clip shorter than the feature encoder's receptive field has no frame to classify.
+    const int64_t frames = slot->current->loaded.model->num_frames(
+        static_cast<int64_t>(samples.size()));
+    if (frames < 1) {
+      done(absl::InvalidArgumentError(absl::StrCat(
+          "the clip has ", samples.size(), " samples at 16 kHz, too short for one frame of ",
+          "model '", slot->source.id, "'")));
+      return;
+    }
     if (slot->stopping) {
       done(absl::UnavailableError("the server is shutting down"));
       return;
@@ -218,7 +223,25 @@ void InferenceEngine::RunBatch(const std::shared_ptr<const ServedModel>& model,
     model::AutocastGuard autocast(device_, use_autocast_);
     // A published version is immutable; forward() itself is non-const, so take a handle.
     model::HubertForSequenceClassification net = model->loaded.model;
-    torch::Tensor logits = net->forward(audio.to(device_), lengths.to(device_));
+    torch::Tensor logits;
+    if (model->loaded.preprocessor.return_attention_mask) {
+      logits = net->forward(audio.to(device_), lengths.to(device_));
+    } else {
+      // Group-norm feature encoders normalise over time, so padding would leak into every
+      // frame: run the encoder on each clip alone, then batch the rest with a frame mask.
+      // Each answer then equals the clip's unbatched one.
+      std::vector<torch::Tensor> features;
+      int64_t most_frames = 0;
+      for (int64_t i = 0; i < rows; ++i) {
+        torch::Tensor clip = audio[i].narrow(0, 0, lengths[i].item<int64_t>()).unsqueeze(0);
+        features.push_back(net->extract_features(clip.to(device_)));
+        most_frames = std::max(most_frames, features.back().size(1));
+      }
+      for (torch::Tensor& f : features) {
+        f = torch::constant_pad_nd(f, {0, 0, 0, most_frames - f.size(1)});
+      }
+      logits = net->forward_features(torch::cat(features, 0), lengths.to(device_));
+    }
     probabilities = torch::softmax(logits.to(torch::kFloat32), -1).cpu().contiguous();
   } catch (const c10::Error& e) {
     probabilities = absl::InternalError(

@@ -97,6 +97,40 @@ TEST_F(InferenceEngineTest, BatchedResultsEqualOneByOne) {
   }
 }
 
+// Group-norm encoders normalise over time, so padding would change every row; the batcher
+// must still answer each clip as if it were alone.
+TEST(InferenceEngineGroupNormTest, BatchedResultsEqualOneByOne) {
+  const std::string dir = testing::MakeTempDir("serve-group");
+  SaveTinyGroupNormModel(dir, 11);
+  EngineOptions options;
+  options.device = "cpu";
+  options.precision = "fp32";
+  options.max_batch = 3;
+  options.max_delay = absl::Seconds(60);
+  auto engine = InferenceEngine::Create(options, {{"base-like", dir}});
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::vector<std::vector<float>> clips = {MakeClip(0.5, 0), MakeClip(1.4, 1), MakeClip(0.9, 2)};
+  std::vector<std::promise<absl::StatusOr<Classification>>> promises(3);
+  for (int i = 0; i < 3; ++i) {
+    (*engine)->Classify("base-like", clips[i], absl::Now() + absl::Seconds(120),
+                        [&promises, i](absl::StatusOr<Classification> r) {
+                          promises[i].set_value(std::move(r));
+                        });
+  }
+  for (int i = 0; i < 3; ++i) {
+    auto result = promises[i].get_future().get();
+    ASSERT_TRUE(result.ok()) << result.status();
+    ExpectNear(result->probabilities, ReferenceProbabilities(dir, clips[i]), 1e-4f);
+  }
+}
+
+TEST_F(InferenceEngineTest, AClipShorterThanOneFrameIsInvalid) {
+  auto engine = MakeEngine({});
+  auto result = ClassifySync(*engine, "emotion", std::vector<float>(100, 0.1f));
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
+  EXPECT_TRUE(ClassifySync(*engine, "emotion", MakeClip(0.5, 0)).ok());
+}
+
 TEST_F(InferenceEngineTest, FullQueueIsResourceExhausted) {
   EngineOptions options;
   options.max_batch = 64;

@@ -24,6 +24,22 @@ inline void SaveTinyModel(const std::string& dir, uint64_t seed) {
   ASSERT_TRUE(model::SaveModelFolder(loaded->model, loaded->preprocessor, dir).ok());
 }
 
+// A tiny classifier with the base models' group-norm feature encoder and post-LN layers,
+// whose preprocessor (like facebook/hubert-base-ls960's) asks for no attention mask.
+inline void SaveTinyGroupNormModel(const std::string& dir, uint64_t seed) {
+  auto config = model::PresetConfig("tiny");
+  ASSERT_TRUE(config.ok()) << config.status();
+  config->feat_extract_norm = "group";
+  config->do_stable_layer_norm = false;
+  config->id2label = kLabels;
+  torch::manual_seed(seed);
+  model::HubertForSequenceClassification net(*config);
+  net->init_weights();
+  const model::PreprocessorConfig preprocessor = model::DefaultPreprocessorFor(*config);
+  ASSERT_FALSE(preprocessor.return_attention_mask);
+  ASSERT_TRUE(model::SaveModelFolder(net, preprocessor, dir).ok());
+}
+
 // A chirp with some harmonics, `seconds` long at 16 kHz; `variant` shifts the pitch.
 inline std::vector<float> MakeClip(double seconds, int variant) {
   const int64_t n = static_cast<int64_t>(seconds * data::kSampleRate);
