@@ -22,8 +22,7 @@ void AddGlobalFlags(CLI::App* app, GlobalFlags* flags) {
       ->capture_default_str();
 }
 
-absl::StatusOr<std::unique_ptr<ftune::v1::JobService::StubInterface>> Connect(
-    const GlobalFlags& flags) {
+absl::StatusOr<std::shared_ptr<grpc::Channel>> ConnectChannel(const GlobalFlags& flags) {
   ChannelOptions options;
   options.address = flags.controller;
   options.tls_files.ca_file = flags.tls_ca;
@@ -36,6 +35,13 @@ absl::StatusOr<std::unique_ptr<ftune::v1::JobService::StubInterface>> Connect(
     // A missing or unreadable credentials file is a usage error, not an outage.
     return absl::InvalidArgumentError(channel.status().message());
   }
+  return channel;
+}
+
+absl::StatusOr<std::unique_ptr<ftune::v1::JobService::StubInterface>> Connect(
+    const GlobalFlags& flags) {
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = ConnectChannel(flags);
+  if (!channel.ok()) return channel.status();
   return std::unique_ptr<ftune::v1::JobService::StubInterface>(
       ftune::v1::JobService::NewStub(*channel));
 }

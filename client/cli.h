@@ -44,7 +44,11 @@ struct GlobalFlags {
 // subcommands must be created with fallthrough so these work after the subcommand too.
 void AddGlobalFlags(CLI::App* app, GlobalFlags* flags);
 
-// A JobService stub over a channel that carries TLS and the token as configured.
+// A channel to `flags.controller` that carries TLS and the token as configured (ftctl
+// classify points it at ftserve). A missing or unreadable credentials file is InvalidArgument.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> ConnectChannel(const GlobalFlags& flags);
+
+// A JobService stub over ConnectChannel(flags).
 absl::StatusOr<std::unique_ptr<ftune::v1::JobService::StubInterface>> Connect(
     const GlobalFlags& flags);
 

@@ -7,7 +7,7 @@
 #include "absl/strings/str_split.h"
 #include "client/commands.h"
 #include "client/output.h"
-#include "client/spec_flags.h"
+#include "common/job_spec_flags.h"
 #include "common/grpc_status.h"
 
 namespace ftune::ctl {

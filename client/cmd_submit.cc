@@ -1,11 +1,11 @@
-// `ftctl submit`: builds a JobSpec from -f spec.json and the job flags, checks it, submits
+// `ftctl submit`: builds a JobSpec from -f spec.yaml/json and the job flags, checks it, submits
 // it; prints the job id (or the Job as JSON); --watch follows it to the end.
 #include <iostream>
 #include <memory>
 
 #include "client/commands.h"
 #include "client/output.h"
-#include "client/spec_flags.h"
+#include "common/job_spec_flags.h"
 #include "common/grpc_status.h"
 
 namespace ftune::ctl {
@@ -15,7 +15,7 @@ namespace v1 = ::ftune::v1;
 namespace {
 
 struct SubmitFlags {
-  SpecFlags spec;
+  JobSpecFlags spec;
   bool watch = false;
   bool json = false;
 };

@@ -7,7 +7,7 @@
 #include <memory>
 
 #include "client/commands.h"
-#include "client/spec_flags.h"
+#include "common/job_spec_flags.h"
 #include "client/watch.h"
 
 namespace ftune::ctl {

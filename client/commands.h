@@ -18,6 +18,8 @@ void AddSubmitCommand(CLI::App& app, Ctl* ctl);   // cmd_submit.cc
 void AddJobCommands(CLI::App& app, Ctl* ctl);     // cmd_jobs.cc: get, list, cancel
 void AddWatchCommand(CLI::App& app, Ctl* ctl);    // cmd_watch.cc
 void AddWorkersCommand(CLI::App& app, Ctl* ctl);  // cmd_workers.cc
+void AddClassifyCommand(CLI::App& app, Ctl* ctl); // cmd_classify.cc: ftserve, not the controller
+void AddReportCommand(CLI::App& app, Ctl* ctl);   // cmd_report.cc
 
 // Follows `job_id` after `after_seq` to its end (shared by watch and submit --watch);
 // returns the exit code.

@@ -7,7 +7,7 @@
 
 int main(int argc, char** argv) {
   using namespace ftune::ctl;
-  CLI::App app{"ftctl: submit, watch and manage ftune fine-tuning jobs"};
+  CLI::App app{"ftctl: submit, watch, report and classify with ftune"};
   app.set_version_flag("--version", std::string("ftctl ") + ftune::kVersion);
   app.require_subcommand(1);
   Ctl ctl;
@@ -16,6 +16,8 @@ int main(int argc, char** argv) {
   AddJobCommands(app, &ctl);
   AddWatchCommand(app, &ctl);
   AddWorkersCommand(app, &ctl);
+  AddClassifyCommand(app, &ctl);
+  AddReportCommand(app, &ctl);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

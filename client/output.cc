@@ -12,7 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
-#include "client/spec_flags.h"
+#include "common/job_spec_flags.h"
 
 namespace ftune::ctl {
 

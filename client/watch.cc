@@ -13,7 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "client/output.h"
-#include "client/spec_flags.h"
+#include "common/job_spec_flags.h"
 #include "common/grpc_status.h"
 
 namespace ftune::ctl {

@@ -7,6 +7,7 @@
 #include <iostream>
 #include <string>
 
+#include "common/job_spec_flags.h"
 #include "common/logging.h"
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
@@ -16,7 +17,6 @@
 #include "worker/data/audio.h"
 #include "worker/model/checkpoint.h"
 #include "worker/model/config.h"
-#include "worker/train/job_flags.h"
 #include "worker/train/trainer.h"
 
 namespace ftune::worker {
@@ -51,7 +51,7 @@ absl::StatusOr<nlohmann::json> Bench(const BenchFlags& flags) {
     return absl::InvalidArgumentError(
         "--batch-size, --grad-accum, --steps must be >= 1, --seconds > 0, --labels >= 2");
   }
-  auto precision = train::ParsePrecision(flags.precision);
+  auto precision = ParsePrecision(flags.precision);
   if (!precision.ok()) return precision.status();
   ftune::v1::JobSpec spec;
   spec.set_model(flags.model);

@@ -7,7 +7,7 @@
 #include <string>
 #include <thread>
 
-#include "common/job_spec.h"
+#include "common/job_spec_flags.h"
 #include "common/logging.h"
 #include "common/shutdown.h"
 #include "fmt/format.h"
@@ -16,7 +16,6 @@
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 #include "worker/commands.h"
-#include "worker/train/job_flags.h"
 #include "worker/train/job_runner.h"
 
 namespace ftune::worker {
@@ -25,7 +24,7 @@ namespace {
 using ftune::v1::JobEvent;
 
 struct TrainFlags {
-  train::JobSpecFlags job;
+  JobSpecFlags job;
   bool json = false;
   LogConfig log{.level = "warn", .file = "", .name = "ftworker"};
 };
@@ -136,10 +135,7 @@ int Train(const TrainFlags& flags) {
     std::cerr << s.message() << "\n";
     return 2;
   }
-  absl::StatusOr<ftune::v1::JobSpec> spec = flags.job.BuildSpec();
-  if (spec.ok()) {
-    if (absl::Status s = ValidateJobSpec(*spec); !s.ok()) spec = s;
-  }
+  absl::StatusOr<ftune::v1::JobSpec> spec = flags.job.Build();
   if (!spec.ok()) {
     std::cerr << "ftworker train: " << spec.status().message() << "\n";
     return 2;
@@ -197,7 +193,7 @@ void AddTrainCommand(CLI::App& app, int* exit_code) {
   auto flags = std::make_shared<TrainFlags>();
   CLI::App* cmd = app.add_subcommand(
       "train", "Run one fine-tuning job in the foreground (no controller) and print its events");
-  flags->job.Register(cmd);
+  flags->job.AddTo(cmd);
   cmd->add_flag("--json", flags->json,
                 "One JobEvent JSON object per line, then a summary object");
   cmd->add_option("--log-level", flags->log.level, "trace|debug|info|warn|error")

@@ -1,4 +1,4 @@
-#include "client/spec_flags.h"
+#include "common/job_spec_flags.h"
 
 #include <gtest/gtest.h>
 
@@ -7,15 +7,15 @@
 #include "absl/strings/match.h"
 #include "tests/support/process.h"
 
-namespace ftune::ctl {
+namespace ftune {
 namespace {
 
 namespace v1 = ::ftune::v1;
 
-// Parses `args` as `ftctl submit ARGS` would and builds the spec.
+// Parses `args` as `ftctl submit ARGS` / `ftworker train ARGS` would and builds the spec.
 absl::StatusOr<v1::JobSpec> Parse(std::vector<std::string> args) {
   CLI::App app;
-  SpecFlags flags;
+  JobSpecFlags flags;
   flags.AddTo(&app);
   std::vector<std::string> reversed(args.rbegin(), args.rend());
   try {
@@ -36,7 +36,7 @@ std::vector<std::string> With(std::vector<std::string> more) {
   return args;
 }
 
-TEST(SpecFlagsTest, FlagsFillTheirJobSpecFields) {
+TEST(JobSpecFlagsTest, FlagsFillTheirJobSpecFields) {
   auto spec = Parse(With({"--model",
                           "tiny",
                           "--layout",
@@ -81,6 +81,15 @@ TEST(SpecFlagsTest, FlagsFillTheirJobSpecFields) {
                           "macro_f1",
                           "--early-stopping-patience",
                           "2",
+                          "--early-stopping-threshold",
+                          "0.01",
+                          "--log-every-steps",
+                          "5",
+                          "--warmup-steps",
+                          "12",
+                          "--freeze-backbone",
+                          "--group-by-length",
+                          "true",
                           "--seed",
                           "7",
                           "--device",
@@ -123,6 +132,11 @@ TEST(SpecFlagsTest, FlagsFillTheirJobSpecFields) {
   EXPECT_EQ(t.keep_last(), 3u);
   EXPECT_EQ(t.metric_for_best(), "macro_f1");
   EXPECT_EQ(t.early_stopping_patience(), 2u);
+  EXPECT_DOUBLE_EQ(t.early_stopping_threshold(), 0.01);
+  EXPECT_EQ(t.log_every_steps(), 5u);
+  EXPECT_EQ(t.warmup_steps(), 12u);
+  EXPECT_TRUE(t.freeze_backbone());
+  EXPECT_TRUE(t.group_by_length());
   EXPECT_EQ(t.seed(), 7u);
   EXPECT_EQ(spec->device(), "cpu");
   EXPECT_EQ(spec->threads(), 2u);
@@ -133,13 +147,13 @@ TEST(SpecFlagsTest, FlagsFillTheirJobSpecFields) {
   EXPECT_EQ(spec->name(), "first run");
 }
 
-TEST(SpecFlagsTest, TheLastOfARepeatedFlagWins) {
+TEST(JobSpecFlagsTest, TheLastOfARepeatedFlagWins) {
   auto spec = Parse(With({"--epochs", "2", "--epochs", "5"}));
   ASSERT_TRUE(spec.ok()) << spec.status();
   EXPECT_EQ(spec->training().epochs(), 5u);
 }
 
-TEST(SpecFlagsTest, UnsetFlagsLeaveFieldsUnset) {
+TEST(JobSpecFlagsTest, UnsetFlagsLeaveFieldsUnset) {
   auto spec = Parse(Required());
   ASSERT_TRUE(spec.ok()) << spec.status();
   EXPECT_FALSE(spec->training().has_learning_rate());
@@ -148,7 +162,7 @@ TEST(SpecFlagsTest, UnsetFlagsLeaveFieldsUnset) {
   EXPECT_EQ(spec->training().epochs(), 0u);
 }
 
-TEST(SpecFlagsTest, FlagsOverrideTheSpecFile) {
+TEST(JobSpecFlagsTest, FlagsOverrideTheSpecFile) {
   const std::string dir = testing::MakeTempDir("spec");
   const std::string file = dir + "/spec.json";
   std::ofstream(file) << R"({"dataset": {"path": "/data/a", "layout": "DATASET_LAYOUT_FOLDERS"},
@@ -165,7 +179,7 @@ TEST(SpecFlagsTest, FlagsOverrideTheSpecFile) {
   EXPECT_EQ(spec->output_dir(), "/runs/a");
 }
 
-TEST(SpecFlagsTest, BadEnumNamesTheFlagAndTheChoices) {
+TEST(JobSpecFlagsTest, BadEnumNamesTheFlagAndTheChoices) {
   auto spec = Parse(With({"--precision", "fp8"}));
   ASSERT_FALSE(spec.ok());
   EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
@@ -176,7 +190,7 @@ TEST(SpecFlagsTest, BadEnumNamesTheFlagAndTheChoices) {
   EXPECT_FALSE(Parse(With({"--split", "speakers"})).ok());
 }
 
-TEST(SpecFlagsTest, InvalidSpecNamesTheField) {
+TEST(JobSpecFlagsTest, InvalidSpecNamesTheField) {
   auto spec = Parse({"--dataset", "/data", "--model", "tiny"});
   ASSERT_FALSE(spec.ok());
   EXPECT_TRUE(absl::StrContains(spec.status().message(), "output_dir")) << spec.status();
@@ -190,13 +204,13 @@ TEST(SpecFlagsTest, InvalidSpecNamesTheField) {
   EXPECT_TRUE(absl::StrContains(spec.status().message(), "eval_fraction")) << spec.status();
 }
 
-TEST(SpecFlagsTest, NonNumbersAreParseErrors) {
+TEST(JobSpecFlagsTest, NonNumbersAreParseErrors) {
   EXPECT_FALSE(Parse(With({"--epochs", "three"})).ok());
   EXPECT_FALSE(Parse(With({"--learning-rate", "fast"})).ok());
   EXPECT_FALSE(Parse(With({"--no-such-flag", "1"})).ok());
 }
 
-TEST(SpecFlagsTest, BadSpecFilesNameTheFile) {
+TEST(JobSpecFlagsTest, BadSpecFilesNameTheFile) {
   const std::string dir = testing::MakeTempDir("spec");
   auto spec = Parse({"-f", dir + "/missing.json"});
   ASSERT_FALSE(spec.ok());
@@ -213,7 +227,111 @@ TEST(SpecFlagsTest, BadSpecFilesNameTheFile) {
   EXPECT_FALSE(Parse({"-f", dir + "/broken.json"}).ok());
 }
 
-TEST(SpecFlagsTest, JobStateNames) {
+TEST(JobSpecFlagsTest, BooleanFlagsTakeAnOptionalValue) {
+  auto alone = Parse(With({"--freeze-feature-encoder"}));
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  EXPECT_TRUE(alone->training().freeze_feature_encoder());
+  auto spaced = Parse(With({"--freeze-feature-encoder", "false", "--include-song", "true"}));
+  ASSERT_TRUE(spaced.ok()) << spaced.status();
+  ASSERT_TRUE(spaced->training().has_freeze_feature_encoder());
+  EXPECT_FALSE(spaced->training().freeze_feature_encoder());
+  EXPECT_TRUE(spaced->dataset().include_song());
+  auto equals = Parse(With({"--include-song=no"}));
+  ASSERT_TRUE(equals.ok()) << equals.status();
+  EXPECT_FALSE(equals->dataset().include_song());
+  auto bad = Parse(With({"--freeze-backbone", "maybe"}));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_TRUE(absl::StrContains(bad.status().message(), "--freeze-backbone")) << bad.status();
+}
+
+TEST(JobSpecFlagsTest, YamlSpecFileWithFlagsOnTop) {
+  const std::string dir = testing::MakeTempDir("spec");
+  const std::string file = dir + "/spec.yaml";
+  std::ofstream(file) << R"(# a job
+dataset:
+  path: /data/ravdess
+  layout: DATASET_LAYOUT_RAVDESS
+  include_song: true
+  eval_fraction: 0.25
+model: hubert-base
+labels: [neutral, "1", happy]
+output_dir: /runs/y
+training:
+  epochs: 5
+  learning_rate: 3.0e-5
+  freeze_feature_encoder: false
+  precision: PRECISION_BF16
+  seed: 7
+name: 'yaml run'
+priority: -2
+)";
+  auto spec = Parse({"--spec", file, "--epochs", "2"});
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->dataset().path(), "/data/ravdess");
+  EXPECT_EQ(spec->dataset().layout(), v1::DATASET_LAYOUT_RAVDESS);
+  EXPECT_TRUE(spec->dataset().include_song());
+  EXPECT_DOUBLE_EQ(spec->dataset().eval_fraction(), 0.25);
+  EXPECT_EQ(spec->model(), "hubert-base");
+  ASSERT_EQ(spec->labels_size(), 3);
+  EXPECT_EQ(spec->labels(1), "1");
+  EXPECT_EQ(spec->training().epochs(), 2u);
+  EXPECT_DOUBLE_EQ(spec->training().learning_rate(), 3e-5);
+  ASSERT_TRUE(spec->training().has_freeze_feature_encoder());
+  EXPECT_FALSE(spec->training().freeze_feature_encoder());
+  EXPECT_EQ(spec->training().precision(), v1::PRECISION_BF16);
+  EXPECT_EQ(spec->training().seed(), 7u);
+  EXPECT_EQ(spec->name(), "yaml run");
+  EXPECT_EQ(spec->priority(), -2);
+
+  // .yml is YAML too, and the same document read as JSON is the same spec.
+  std::ofstream(dir + "/short.yml") << "dataset: {path: /d}\nmodel: tiny\noutput_dir: /o\n";
+  auto yml = Parse({"-f", dir + "/short.yml"});
+  ASSERT_TRUE(yml.ok()) << yml.status();
+  std::ofstream(dir + "/short.json") << R"({"dataset": {"path": "/d"}, "model": "tiny",
+      "output_dir": "/o"})";
+  auto json = Parse({"-f", dir + "/short.json"});
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_EQ(yml->SerializeAsString(), json->SerializeAsString());
+}
+
+TEST(JobSpecFlagsTest, BadYamlNamesTheFileAndTheField) {
+  const std::string dir = testing::MakeTempDir("spec");
+  std::ofstream(dir + "/typo.yaml") << "dataset: {path: /d}\noutput_dir: /o\ntraining:\n"
+                                       "  epochs: 2\n  lerning_rate: 1e-4\n";
+  auto spec = Parse({"-f", dir + "/typo.yaml"});
+  ASSERT_FALSE(spec.ok());
+  EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(spec.status().message(), "typo.yaml")) << spec.status();
+  EXPECT_TRUE(absl::StrContains(spec.status().message(), "lerning_rate")) << spec.status();
+
+  std::ofstream(dir + "/type.yaml") << "dataset: {path: /d}\noutput_dir: /o\n"
+                                       "training: {epochs: many}\n";
+  spec = Parse({"-f", dir + "/type.yaml"});
+  ASSERT_FALSE(spec.ok());
+  EXPECT_TRUE(absl::StrContains(spec.status().message(), "epochs")) << spec.status();
+
+  std::ofstream(dir + "/enum.yaml") << "dataset: {path: /d, layout: RAVDESS}\noutput_dir: /o\n";
+  spec = Parse({"-f", dir + "/enum.yaml"});
+  ASSERT_FALSE(spec.ok());
+  EXPECT_TRUE(absl::StrContains(spec.status().message(), "layout")) << spec.status();
+
+  std::ofstream(dir + "/broken.yaml") << "dataset: [unclosed\n";
+  spec = Parse({"-f", dir + "/broken.yaml"});
+  ASSERT_FALSE(spec.ok());
+  EXPECT_TRUE(absl::StrContains(spec.status().message(), "broken.yaml")) << spec.status();
+
+  std::ofstream(dir + "/list.yaml") << "- model\n- tiny\n";
+  EXPECT_FALSE(Parse({"-f", dir + "/list.yaml"}).ok());
+
+  // Validation after the file: a bad value names the field.
+  std::ofstream(dir + "/range.yaml") << "dataset: {path: /d}\nmodel: tiny\noutput_dir: /o\n"
+                                        "training: {batch_size: 100000}\n";
+  spec = Parse({"-f", dir + "/range.yaml"});
+  ASSERT_FALSE(spec.ok());
+  EXPECT_TRUE(absl::StrContains(spec.status().message(), "batch_size")) << spec.status();
+}
+
+TEST(JobSpecFlagsTest, JobStateNames) {
   EXPECT_EQ(*ParseJobState("running"), v1::JOB_STATE_RUNNING);
   EXPECT_EQ(*ParseJobState("CANCELLED"), v1::JOB_STATE_CANCELLED);
   EXPECT_FALSE(ParseJobState("done").ok());
@@ -221,4 +339,4 @@ TEST(SpecFlagsTest, JobStateNames) {
 }
 
 }  // namespace
-}  // namespace ftune::ctl
+}  // namespace ftune

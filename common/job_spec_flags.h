@@ -1,0 +1,62 @@
+// The job flags shared by `ftctl submit` and `ftworker train`: one flag per JobSpec field
+// (--dataset, --model, --epochs, ...) plus `-f,--spec FILE` (YAML or protobuf JSON, proto field
+// names). The file is read first, flags given on the command line override it, then the spec is
+// checked with ValidateJobSpec. No libtorch, no gRPC.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "ftune/v1/job.pb.h"
+
+namespace ftune {
+
+class JobSpecFlags {
+ public:
+  JobSpecFlags() = default;
+  JobSpecFlags(const JobSpecFlags&) = delete;
+  JobSpecFlags& operator=(const JobSpecFlags&) = delete;
+
+  // Adds -f/--spec and the job flags to `cmd`. The object must outlive parsing and Build().
+  void AddTo(CLI::App* cmd);
+
+  // After parsing: the spec file (if any) with every given flag applied, validated.
+  // InvalidArgument naming the flag, file or field that is wrong; NotFound for a missing file.
+  absl::StatusOr<ftune::v1::JobSpec> Build() const;
+
+  const std::string& spec_file() const { return spec_file_; }
+
+ private:
+  using Setter = std::function<absl::Status(ftune::v1::JobSpec*)>;
+  template <typename T, typename Set>
+  CLI::Option* Add(CLI::App* cmd, const std::string& name, const std::string& help, Set set);
+
+  std::string spec_file_;
+  // Flags in the order they were added; each applied only when given.
+  std::vector<std::pair<CLI::Option*, Setter>> setters_;
+};
+
+// Reads a JobSpec file: .yaml/.yml as YAML, anything else as protobuf JSON. Unknown fields are
+// errors; every error names the file (and the field when the parser says which).
+absl::StatusOr<ftune::v1::JobSpec> ReadJobSpecFile(const std::string& path);
+
+// A JobSpec from protobuf JSON text (proto or lowerCamel field names; enums by full name).
+absl::StatusOr<ftune::v1::JobSpec> ParseJobSpecJson(const std::string& json);
+// A JobSpec from a YAML document with the same field names as the JSON form.
+absl::StatusOr<ftune::v1::JobSpec> ParseJobSpecYaml(const std::string& yaml);
+
+// Enum names as typed on the command line: lower case, prefix dropped, e.g. "ravdess", "bf16".
+absl::StatusOr<ftune::v1::DatasetLayout> ParseLayout(const std::string& name);
+absl::StatusOr<ftune::v1::SplitStrategy> ParseSplit(const std::string& name);
+absl::StatusOr<ftune::v1::Precision> ParsePrecision(const std::string& name);
+absl::StatusOr<ftune::v1::LrSchedule> ParseSchedule(const std::string& name);
+absl::StatusOr<ftune::v1::JobState> ParseJobState(const std::string& name);
+// "running" for JOB_STATE_RUNNING.
+std::string JobStateName(ftune::v1::JobState state);
+
+}  // namespace ftune
