@@ -111,8 +111,7 @@ void AddClassifyCommand(CLI::App& app, Ctl* ctl) {
   auto flags = std::make_shared<ClassifyFlags>();
   CLI::App* cmd = app.add_subcommand("classify", "Classify audio files with an ftserve server");
   cmd->fallthrough();
-  cmd->add_option("files", flags->files, "Audio files (any format libsndfile reads)")
-      ->required();
+  cmd->add_option("files", flags->files, "Audio files (any format libsndfile reads)")->required();
   cmd->add_option("--server", flags->server, "ftserve address host:port")
       ->envname("FTCTL_SERVER")
       ->capture_default_str();

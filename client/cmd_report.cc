@@ -84,9 +84,10 @@ int RunReport(const Ctl& ctl, const ReportFlags& flags) {
 
 void AddReportCommand(CLI::App& app, Ctl* ctl) {
   auto flags = std::make_shared<ReportFlags>();
-  CLI::App* cmd = app.add_subcommand(
-      "report", "Write a self-contained HTML report of a job: curves, confusion matrix, "
-                "hyperparameters, dataset");
+  CLI::App* cmd =
+      app.add_subcommand("report",
+                         "Write a self-contained HTML report of a job: curves, confusion matrix, "
+                         "hyperparameters, dataset");
   cmd->fallthrough();
   cmd->add_option("job", flags->job_id, "Job id")->required();
   cmd->add_option("-o,--output", flags->output, "HTML file to write (default report-JOB.html)");

@@ -57,20 +57,19 @@ std::string StateLabel(ftune::v1::JobState state) {
 }
 
 std::string Row(const std::string& key, const std::string& value) {
-  return absl::StrCat("<tr><th>", HtmlEscape(key), "</th><td>", HtmlEscape(value),
-                      "</td></tr>\n");
+  return absl::StrCat("<tr><th>", HtmlEscape(key), "</th><td>", HtmlEscape(value), "</td></tr>\n");
 }
 
 std::string Card(const std::string& label, const std::string& value) {
-  return absl::StrCat("<div class=card><div class=v>", HtmlEscape(value),
-                      "</div><div class=k>", HtmlEscape(label), "</div></div>\n");
+  return absl::StrCat("<div class=card><div class=v>", HtmlEscape(value), "</div><div class=k>",
+                      HtmlEscape(label), "</div></div>\n");
 }
 
 std::string CountsTable(const std::string& first, const std::string& second,
                         const google::protobuf::Map<std::string, uint32_t>& counts) {
   std::map<std::string, uint32_t> sorted(counts.begin(), counts.end());
-  std::string html = absl::StrCat("<table class=counts><tr><th>", HtmlEscape(first),
-                                  "</th><th>", HtmlEscape(second), "</th></tr>\n");
+  std::string html = absl::StrCat("<table class=counts><tr><th>", HtmlEscape(first), "</th><th>",
+                                  HtmlEscape(second), "</th></tr>\n");
   for (const auto& [key, n] : sorted) absl::StrAppend(&html, Row(key, absl::StrCat(n)));
   return html + "</table>\n";
 }
@@ -95,12 +94,23 @@ std::string HtmlEscape(const std::string& text) {
   out.reserve(text.size());
   for (char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -125,9 +135,9 @@ std::string LineChartSvg(const std::string& title, const std::string& x_label,
       kChartWidth, kChartHeight, kChartWidth, kChartHeight, HtmlEscape(title), kMarginLeft,
       HtmlEscape(title));
   if (!std::isfinite(x_lo)) {
-    absl::StrAppend(&svg, absl::StrFormat(
-                              "<text x=\"%d\" y=\"%d\" fill=\"#59636e\">no data yet</text>\n",
-                              kChartWidth / 2 - 40, kChartHeight / 2));
+    absl::StrAppend(&svg,
+                    absl::StrFormat("<text x=\"%d\" y=\"%d\" fill=\"#59636e\">no data yet</text>\n",
+                                    kChartWidth / 2 - 40, kChartHeight / 2));
     return svg + "</svg>\n";
   }
   if (y_from_zero) y_lo = std::min(0.0, y_lo);
@@ -139,24 +149,30 @@ std::string LineChartSvg(const std::string& title, const std::string& x_label,
   auto py = [&](double y) { return kMarginTop + (1 - (y - y_lo) / (y_hi - y_lo)) * plot_h; };
 
   for (double t : Ticks(y_lo, y_hi, 5)) {
-    absl::StrAppend(&svg, absl::StrFormat(
-        "<line x1=\"%d\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#eaeef2\"/>"
-        "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\" fill=\"#59636e\">%s</text>\n",
-        kMarginLeft, kMarginLeft + plot_w, py(t), py(t), kMarginLeft - 6, py(t) + 4,
-        FormatTick(t)));
+    absl::StrAppend(
+        &svg,
+        absl::StrFormat("<line x1=\"%d\" x2=\"%.1f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#eaeef2\"/>"
+                        "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\" "
+                        "fill=\"#59636e\">%s</text>\n",
+                        kMarginLeft, kMarginLeft + plot_w, py(t), py(t), kMarginLeft - 6, py(t) + 4,
+                        FormatTick(t)));
   }
   for (double t : Ticks(x_lo, x_hi, 6)) {
-    absl::StrAppend(&svg, absl::StrFormat(
-        "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%.1f\" stroke=\"#8c959f\"/>"
-        "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\" fill=\"#59636e\">%s</text>\n",
-        px(t), px(t), kMarginTop + static_cast<int>(plot_h), kMarginTop + plot_h + 4, px(t),
-        kMarginTop + plot_h + 17, FormatTick(t)));
+    absl::StrAppend(
+        &svg,
+        absl::StrFormat("<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%.1f\" stroke=\"#8c959f\"/>"
+                        "<text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"middle\" "
+                        "fill=\"#59636e\">%s</text>\n",
+                        px(t), px(t), kMarginTop + static_cast<int>(plot_h),
+                        kMarginTop + plot_h + 4, px(t), kMarginTop + plot_h + 17, FormatTick(t)));
   }
-  absl::StrAppend(&svg, absl::StrFormat(
-      "<rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#8c959f\"/>\n"
-      "<text x=\"%.1f\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\" fill=\"#59636e\">%s</text>\n",
-      kMarginLeft, kMarginTop, plot_w, plot_h, kMarginLeft + plot_w / 2, kChartHeight - 8,
-      HtmlEscape(x_label)));
+  absl::StrAppend(&svg,
+                  absl::StrFormat("<rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"%.1f\" "
+                                  "fill=\"none\" stroke=\"#8c959f\"/>\n"
+                                  "<text x=\"%.1f\" y=\"%d\" font-size=\"12\" "
+                                  "text-anchor=\"middle\" fill=\"#59636e\">%s</text>\n",
+                                  kMarginLeft, kMarginTop, plot_w, plot_h, kMarginLeft + plot_w / 2,
+                                  kChartHeight - 8, HtmlEscape(x_label)));
 
   double legend_x = kMarginLeft + plot_w;
   for (auto it = series.rbegin(); it != series.rend(); ++it) {
@@ -167,21 +183,24 @@ std::string LineChartSvg(const std::string& title, const std::string& x_label,
       if (!std::isfinite(x) || !std::isfinite(y)) continue;
       absl::StrAppend(&points, absl::StrFormat("%.1f,%.1f ", px(x), py(y)));
     }
-    absl::StrAppend(&svg, absl::StrFormat(
-        "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"%s\"/>\n",
-        s.color, points));
+    absl::StrAppend(
+        &svg, absl::StrFormat(
+                  "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"%s\"/>\n",
+                  s.color, points));
     if (s.points.size() <= 40) {
       for (const auto& [x, y] : s.points) {
         if (!std::isfinite(x) || !std::isfinite(y)) continue;
-        absl::StrAppend(&svg, absl::StrFormat("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n",
-                                              px(x), py(y), s.color));
+        absl::StrAppend(
+            &svg, absl::StrFormat("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n", px(x),
+                                  py(y), s.color));
       }
     }
     legend_x -= 8.0 * s.name.size() + 22;
-    absl::StrAppend(&svg, absl::StrFormat(
-        "<rect x=\"%.1f\" y=\"10\" width=\"12\" height=\"4\" fill=\"%s\"/>"
-        "<text x=\"%.1f\" y=\"16\" font-size=\"12\" fill=\"#1f2328\">%s</text>\n",
-        legend_x, s.color, legend_x + 16, HtmlEscape(s.name)));
+    absl::StrAppend(
+        &svg,
+        absl::StrFormat("<rect x=\"%.1f\" y=\"10\" width=\"12\" height=\"4\" fill=\"%s\"/>"
+                        "<text x=\"%.1f\" y=\"16\" font-size=\"12\" fill=\"#1f2328\">%s</text>\n",
+                        legend_x, s.color, legend_x + 16, HtmlEscape(s.name)));
   }
   return svg + "</svg>\n";
 }
@@ -207,28 +226,34 @@ std::string ConfusionMatrixSvg(const std::vector<std::string>& labels,
       const double share = row_total ? static_cast<double>(c) / row_total : 0.0;
       const int shade = 255 - static_cast<int>(std::lround(share * 200));
       const int x = left + static_cast<int>(col) * cell, y = top + static_cast<int>(row) * cell;
-      absl::StrAppend(&svg, absl::StrFormat(
-          "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"rgb(%d,%d,255)\" "
-          "stroke=\"#fff\"><title>true %s, predicted %s: %u</title></rect>"
-          "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\" fill=\"%s\">%u</text>\n",
-          x, y, cell, cell, shade, shade, HtmlEscape(labels[row]), HtmlEscape(labels[col]), c,
-          x + cell / 2, y + cell / 2 + 4, share > 0.55 ? "#fff" : "#1f2328", c));
+      absl::StrAppend(
+          &svg,
+          absl::StrFormat(
+              "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"rgb(%d,%d,255)\" "
+              "stroke=\"#fff\"><title>true %s, predicted %s: %u</title></rect>"
+              "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\" "
+              "fill=\"%s\">%u</text>\n",
+              x, y, cell, cell, shade, shade, HtmlEscape(labels[row]), HtmlEscape(labels[col]), c,
+              x + cell / 2, y + cell / 2 + 4, share > 0.55 ? "#fff" : "#1f2328", c));
     }
-    absl::StrAppend(&svg, absl::StrFormat(
-        "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"end\" fill=\"#1f2328\">%s</text>\n",
-        left - 6, top + static_cast<int>(row) * cell + cell / 2 + 4, HtmlEscape(labels[row])));
+    absl::StrAppend(&svg,
+                    absl::StrFormat("<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"end\" "
+                                    "fill=\"#1f2328\">%s</text>\n",
+                                    left - 6, top + static_cast<int>(row) * cell + cell / 2 + 4,
+                                    HtmlEscape(labels[row])));
   }
   for (size_t col = 0; col < n; ++col) {
     const int x = left + static_cast<int>(col) * cell + cell / 2;
-    absl::StrAppend(&svg, absl::StrFormat(
-        "<text x=\"%d\" y=\"%d\" font-size=\"12\" fill=\"#1f2328\" "
-        "transform=\"rotate(-50 %d %d)\">%s</text>\n",
-        x, top - 8, x, top - 8, HtmlEscape(labels[col])));
+    absl::StrAppend(&svg,
+                    absl::StrFormat("<text x=\"%d\" y=\"%d\" font-size=\"12\" fill=\"#1f2328\" "
+                                    "transform=\"rotate(-50 %d %d)\">%s</text>\n",
+                                    x, top - 8, x, top - 8, HtmlEscape(labels[col])));
   }
-  absl::StrAppend(&svg, absl::StrFormat(
-      "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\" fill=\"#59636e\">"
-      "predicted →  (rows: true label)</text>\n</svg>\n",
-      left + cell * static_cast<int>(n) / 2, top + cell * static_cast<int>(n) + 24));
+  absl::StrAppend(
+      &svg, absl::StrFormat(
+                "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\" fill=\"#59636e\">"
+                "predicted →  (rows: true label)</text>\n</svg>\n",
+                left + cell * static_cast<int>(n) / 2, top + cell * static_cast<int>(n) + 24));
   return svg;
 }
 
@@ -270,8 +295,8 @@ std::string RenderReport(const ftune::v1::Job& job, std::vector<JobEvent> events
       case JobEvent::kStateChanged: {
         const auto& s = e.state_changed();
         absl::StrAppend(&history, "<tr><td>", FormatTime(e.time()), "</td><td>",
-                        HtmlEscape(StateLabel(s.to())), "</td><td>",
-                        HtmlEscape(s.reason()), "</td></tr>\n");
+                        HtmlEscape(StateLabel(s.to())), "</td><td>", HtmlEscape(s.reason()),
+                        "</td></tr>\n");
         break;
       }
       case JobEvent::kCheckpointSaved: {
@@ -303,15 +328,17 @@ std::string RenderReport(const ftune::v1::Job& job, std::vector<JobEvent> events
 
   absl::StrAppend(&html, "<div class=cards>\n");
   if (best_eval != nullptr) {
-    absl::StrAppend(&html, Card("best accuracy", absl::StrFormat("%.1f%%", 100 * best_eval->accuracy())),
+    absl::StrAppend(&html,
+                    Card("best accuracy", absl::StrFormat("%.1f%%", 100 * best_eval->accuracy())),
                     Card("macro-F1 at best", absl::StrFormat("%.3f", best_eval->macro_f1())),
                     Card("best at step", absl::StrCat(best_eval->step())));
   }
   if (last_progress != nullptr) {
-    absl::StrAppend(&html, Card("steps", absl::StrCat(last_progress->step(), " / ",
-                                                      last_progress->total_steps())),
-                    Card("samples/s", absl::StrFormat("%.1f", last_progress->samples_per_sec())),
-                    Card("training time", FormatSeconds(last_progress->elapsed_seconds())));
+    absl::StrAppend(
+        &html,
+        Card("steps", absl::StrCat(last_progress->step(), " / ", last_progress->total_steps())),
+        Card("samples/s", absl::StrFormat("%.1f", last_progress->samples_per_sec())),
+        Card("training time", FormatSeconds(last_progress->elapsed_seconds())));
   }
   absl::StrAppend(&html, Card("attempts", absl::StrCat(job.attempt() + 1)), "</div>\n");
 
@@ -356,8 +383,8 @@ std::string RenderReport(const ftune::v1::Job& job, std::vector<JobEvent> events
                                         dataset->min_seconds(), dataset->median_seconds(),
                                         dataset->max_seconds(), dataset->total_seconds() / 60)),
         Row("eval speakers", absl::StrJoin(dataset->eval_speakers(), ", ")), "</table></div>\n",
-        "<div>", CountsTable("class", "clips", dataset->classes()), "</div>\n",
-        "<div>", CountsTable("speaker", "clips", dataset->speakers()), "</div></div>\n");
+        "<div>", CountsTable("class", "clips", dataset->classes()), "</div>\n", "<div>",
+        CountsTable("speaker", "clips", dataset->speakers()), "</div></div>\n");
     if (dataset->skipped_size() > 0) {
       absl::StrAppend(&html, "<p>", dataset->skipped_size(), " file(s) skipped:</p><table>\n");
       for (const auto& s : dataset->skipped()) absl::StrAppend(&html, Row(s.path(), s.reason()));

@@ -16,7 +16,7 @@ std::string RenderReport(const ftune::v1::Job& job, std::vector<ftune::v1::JobEv
 // A line chart as an <svg> element: one polyline per series, axes with ticks.
 struct Series {
   std::string name;
-  std::string color;  // CSS colour
+  std::string color;                              // CSS colour
   std::vector<std::pair<double, double>> points;  // (x, y)
 };
 std::string LineChartSvg(const std::string& title, const std::string& x_label,

@@ -42,6 +42,14 @@ absl::StatusOr<int> ParseEnum(const google::protobuf::EnumDescriptor* descriptor
       absl::StrCat(flag, ": '", name, "' is not one of ", absl::StrJoin(choices, "|")));
 }
 
+template <typename Enum>
+absl::StatusOr<Enum> ParseEnumAs(const google::protobuf::EnumDescriptor* descriptor,
+                                 const std::string& prefix, const std::string& flag,
+                                 const std::string& name) {
+  ASSIGN_OR_RETURN(int v, ParseEnum(descriptor, prefix, flag, name));
+  return static_cast<Enum>(v);
+}
+
 // "" (the flag given alone), true/false, 1/0, yes/no, on/off.
 absl::StatusOr<bool> ParseBool(const std::string& flag, const std::string& text) {
   const std::string v = absl::AsciiStrToLower(text);
@@ -84,7 +92,8 @@ absl::StatusOr<nlohmann::json> YamlToJson(const YAML::Node& node, const std::str
     case YAML::NodeType::Sequence: {
       nlohmann::json out = nlohmann::json::array();
       for (size_t i = 0; i < node.size(); ++i) {
-        ASSIGN_OR_RETURN(nlohmann::json item, YamlToJson(node[i], absl::StrCat(where, "[", i, "]")));
+        ASSIGN_OR_RETURN(nlohmann::json item,
+                         YamlToJson(node[i], absl::StrCat(where, "[", i, "]")));
         out.push_back(std::move(item));
       }
       return out;
@@ -110,32 +119,26 @@ absl::StatusOr<nlohmann::json> YamlToJson(const YAML::Node& node, const std::str
 }  // namespace
 
 absl::StatusOr<v1::DatasetLayout> ParseLayout(const std::string& name) {
-  ASSIGN_OR_RETURN(int v,
-                   ParseEnum(v1::DatasetLayout_descriptor(), "DATASET_LAYOUT_", "--layout", name));
-  return static_cast<v1::DatasetLayout>(v);
+  return ParseEnumAs<v1::DatasetLayout>(v1::DatasetLayout_descriptor(), "DATASET_LAYOUT_",
+                                        "--layout", name);
 }
 
 absl::StatusOr<v1::SplitStrategy> ParseSplit(const std::string& name) {
-  ASSIGN_OR_RETURN(int v,
-                   ParseEnum(v1::SplitStrategy_descriptor(), "SPLIT_STRATEGY_", "--split", name));
-  return static_cast<v1::SplitStrategy>(v);
+  return ParseEnumAs<v1::SplitStrategy>(v1::SplitStrategy_descriptor(), "SPLIT_STRATEGY_",
+                                        "--split", name);
 }
 
 absl::StatusOr<v1::Precision> ParsePrecision(const std::string& name) {
-  ASSIGN_OR_RETURN(int v,
-                   ParseEnum(v1::Precision_descriptor(), "PRECISION_", "--precision", name));
-  return static_cast<v1::Precision>(v);
+  return ParseEnumAs<v1::Precision>(v1::Precision_descriptor(), "PRECISION_", "--precision", name);
 }
 
 absl::StatusOr<v1::LrSchedule> ParseSchedule(const std::string& name) {
-  ASSIGN_OR_RETURN(int v,
-                   ParseEnum(v1::LrSchedule_descriptor(), "LR_SCHEDULE_", "--schedule", name));
-  return static_cast<v1::LrSchedule>(v);
+  return ParseEnumAs<v1::LrSchedule>(v1::LrSchedule_descriptor(), "LR_SCHEDULE_", "--schedule",
+                                     name);
 }
 
 absl::StatusOr<v1::JobState> ParseJobState(const std::string& name) {
-  ASSIGN_OR_RETURN(int v, ParseEnum(v1::JobState_descriptor(), "JOB_STATE_", "--state", name));
-  return static_cast<v1::JobState>(v);
+  return ParseEnumAs<v1::JobState>(v1::JobState_descriptor(), "JOB_STATE_", "--state", name);
 }
 
 std::string JobStateName(v1::JobState state) {
@@ -210,19 +213,31 @@ void JobSpecFlags::AddTo(CLI::App* cmd) {
   // A true/false flag: `--x`, `--x true`, `--x=false`.
   auto boolean = [this, cmd](const std::string& name, const std::string& help,
                              std::function<void(bool, JobSpec*)> set) {
-    Add<std::string>(cmd, name, help, [name, set](const std::string& v, JobSpec* s) -> absl::Status {
-      ASSIGN_OR_RETURN(bool b, ParseBool(name, v));
-      set(b, s);
+    Add<std::string>(cmd, name, help,
+                     [name, set](const std::string& v, JobSpec* s) -> absl::Status {
+                       ASSIGN_OR_RETURN(bool b, ParseBool(name, v));
+                       set(b, s);
+                       return absl::OkStatus();
+                     })
+        ->expected(0, 1)
+        ->type_name("[true|false]");
+  };
+  // An enum flag: `parse` turns the typed name into the value that `set` stores.
+  auto enumerated = [this, cmd](const std::string& name, const std::string& help, auto parse,
+                                auto set) {
+    Add<std::string>(cmd, name, help, [parse, set](const std::string& v, JobSpec* s) {
+      auto e = parse(v);
+      if (!e.ok()) return e.status();
+      set(*e, s);
       return absl::OkStatus();
-    })->expected(0, 1)->type_name("[true|false]");
+    });
   };
   auto u32 = [this, cmd](const std::string& name, const std::string& help,
                          void (T::*set)(uint32_t)) {
     Add<uint32_t>(cmd, name, help,
                   [set](uint32_t v, JobSpec* s) { (s->mutable_training()->*set)(v); });
   };
-  auto f64 = [this, cmd](const std::string& name, const std::string& help,
-                         void (T::*set)(double)) {
+  auto f64 = [this, cmd](const std::string& name, const std::string& help, void (T::*set)(double)) {
     Add<double>(cmd, name, help, [set](double v, JobSpec* s) { (s->mutable_training()->*set)(v); });
   };
 
@@ -230,25 +245,18 @@ void JobSpecFlags::AddTo(CLI::App* cmd) {
   // Dataset.
   Add<std::string>(cmd, "--dataset", "Dataset folder or manifest (on the worker)",
                    [](const std::string& v, JobSpec* s) { s->mutable_dataset()->set_path(v); });
-  Add<std::string>(cmd, "--layout", "auto|ravdess|folders|manifest",
-                   [](const std::string& v, JobSpec* s) -> absl::Status {
-                     ASSIGN_OR_RETURN(v1::DatasetLayout e, ParseLayout(v));
-                     s->mutable_dataset()->set_layout(e);
-                     return absl::OkStatus();
-                   });
-  Add<std::string>(cmd, "--split", "auto|speaker|random|manifest",
-                   [](const std::string& v, JobSpec* s) -> absl::Status {
-                     ASSIGN_OR_RETURN(v1::SplitStrategy e, ParseSplit(v));
-                     s->mutable_dataset()->set_split(e);
-                     return absl::OkStatus();
-                   });
+  enumerated("--layout", "auto|ravdess|folders|manifest", &ParseLayout,
+             [](v1::DatasetLayout e, JobSpec* s) { s->mutable_dataset()->set_layout(e); });
+  enumerated("--split", "auto|speaker|random|manifest", &ParseSplit,
+             [](v1::SplitStrategy e, JobSpec* s) { s->mutable_dataset()->set_split(e); });
   Add<double>(cmd, "--eval-fraction", "Share held out for evaluation (default 0.2)",
               [](double v, JobSpec* s) { s->mutable_dataset()->set_eval_fraction(v); });
   boolean("--include-song", "RAVDESS: also use the song recordings",
           [](bool v, JobSpec* s) { s->mutable_dataset()->set_include_song(v); });
 
   // Model and labels.
-  Add<std::string>(cmd, "--model", "Preset (tiny, hubert-base, hubert-large) or Hugging Face folder",
+  Add<std::string>(cmd, "--model",
+                   "Preset (tiny, hubert-base, hubert-large) or Hugging Face folder",
                    [](const std::string& v, JobSpec* s) { s->set_model(v); });
   Add<std::vector<std::string>>(cmd, "--labels",
                                 "Label set and order, comma-separated (default: from the dataset)",
@@ -266,21 +274,13 @@ void JobSpecFlags::AddTo(CLI::App* cmd) {
   u32("--warmup-steps", "Linear warmup in optimizer steps (wins over --warmup-ratio)",
       &T::set_warmup_steps);
   f64("--warmup-ratio", "Linear warmup as a share of all steps (default 0)", &T::set_warmup_ratio);
-  Add<std::string>(cmd, "--schedule", "linear|cosine|constant (default linear)",
-                   [](const std::string& v, JobSpec* s) -> absl::Status {
-                     ASSIGN_OR_RETURN(v1::LrSchedule e, ParseSchedule(v));
-                     s->mutable_training()->set_schedule(e);
-                     return absl::OkStatus();
-                   });
+  enumerated("--schedule", "linear|cosine|constant (default linear)", &ParseSchedule,
+             [](v1::LrSchedule e, JobSpec* s) { s->mutable_training()->set_schedule(e); });
   f64("--weight-decay", "AdamW weight decay, not on biases/norms (default 0)",
       &T::set_weight_decay);
   f64("--max-grad-norm", "Gradient-norm clip, 0 = off (default 1)", &T::set_max_grad_norm);
-  Add<std::string>(cmd, "--precision", "auto|fp32|fp16|bf16 (default auto)",
-                   [](const std::string& v, JobSpec* s) -> absl::Status {
-                     ASSIGN_OR_RETURN(v1::Precision e, ParsePrecision(v));
-                     s->mutable_training()->set_precision(e);
-                     return absl::OkStatus();
-                   });
+  enumerated("--precision", "auto|fp32|fp16|bf16 (default auto)", &ParsePrecision,
+             [](v1::Precision e, JobSpec* s) { s->mutable_training()->set_precision(e); });
   boolean("--freeze-feature-encoder",
           "Keep the CNN encoder fixed (default: frozen for checkpoint folders, trained for "
           "random-init presets)",
@@ -296,10 +296,9 @@ void JobSpecFlags::AddTo(CLI::App* cmd) {
   u32("--checkpoint-every-steps", "Checkpoint every N optimizer steps, 0 = each epoch",
       &T::set_checkpoint_every_steps);
   u32("--keep-last", "Step checkpoints kept besides best/ (default 2)", &T::set_keep_last);
-  Add<std::string>(cmd, "--metric-for-best", "accuracy|macro_f1|eval_loss (default accuracy)",
-                   [](const std::string& v, JobSpec* s) {
-                     s->mutable_training()->set_metric_for_best(v);
-                   });
+  Add<std::string>(
+      cmd, "--metric-for-best", "accuracy|macro_f1|eval_loss (default accuracy)",
+      [](const std::string& v, JobSpec* s) { s->mutable_training()->set_metric_for_best(v); });
   u32("--early-stopping-patience", "Stop after N evaluations without improvement",
       &T::set_early_stopping_patience);
   f64("--early-stopping-threshold", "Smallest improvement that counts (default 0)",
