@@ -36,19 +36,24 @@ absl::StatusOr<torch::Device> ParseDevice(const std::string& device) {
   return absl::InvalidArgumentError("device '" + device + "': expected auto, cpu, cuda or cuda:N");
 }
 
-AutocastGuard::AutocastGuard(const torch::Device& device, bool enabled) {
-  if (!enabled) return;
+AutocastGuard::AutocastGuard(const torch::Device& device, bool enabled)
+    : AutocastGuard(device, !enabled              ? at::kFloat
+                            : device.is_cuda() ? at::kHalf
+                                               : at::kBFloat16) {}
+
+AutocastGuard::AutocastGuard(const torch::Device& device, at::ScalarType dtype) {
+  if (dtype == at::kFloat) return;
   active_ = true;
   cuda_ = device.is_cuda();
   if (cuda_) {
     previous_enabled_ = at::autocast::is_enabled();
     previous_dtype_ = at::autocast::get_autocast_gpu_dtype();
-    at::autocast::set_autocast_gpu_dtype(at::kHalf);
+    at::autocast::set_autocast_gpu_dtype(dtype);
     at::autocast::set_enabled(true);
   } else {
     previous_enabled_ = at::autocast::is_cpu_enabled();
     previous_dtype_ = at::autocast::get_autocast_cpu_dtype();
-    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    at::autocast::set_autocast_cpu_dtype(dtype);
     at::autocast::set_cpu_enabled(true);
   }
   at::autocast::increment_nesting();

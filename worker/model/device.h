@@ -17,6 +17,8 @@ absl::StatusOr<torch::Device> ParseDevice(const std::string& device);
 class AutocastGuard {
  public:
   AutocastGuard(const torch::Device& device, bool enabled);
+  // Autocast to `dtype` (kBFloat16 or kHalf) on `device`; kFloat disables the guard.
+  AutocastGuard(const torch::Device& device, at::ScalarType dtype);
   ~AutocastGuard();
   AutocastGuard(const AutocastGuard&) = delete;
   AutocastGuard& operator=(const AutocastGuard&) = delete;

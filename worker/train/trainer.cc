@@ -40,48 +40,18 @@ double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
 }
 
-// Autocast in the run's dtype for one forward pass. Leaving the outermost scope drops the
-// cached low-precision copies of the weights, so the next pass sees the updated weights.
-class PrecisionScope {
- public:
-  PrecisionScope(const torch::Device& device, ComputeDtype dtype) {
-    if (dtype == ComputeDtype::kFp32) return;
-    active_ = true;
-    cuda_ = device.is_cuda();
-    const at::ScalarType type = dtype == ComputeDtype::kBf16 ? at::kBFloat16 : at::kHalf;
-    if (cuda_) {
-      previous_enabled_ = at::autocast::is_enabled();
-      previous_dtype_ = at::autocast::get_autocast_gpu_dtype();
-      at::autocast::set_autocast_gpu_dtype(type);
-      at::autocast::set_enabled(true);
-    } else {
-      previous_enabled_ = at::autocast::is_cpu_enabled();
-      previous_dtype_ = at::autocast::get_autocast_cpu_dtype();
-      at::autocast::set_autocast_cpu_dtype(type);
-      at::autocast::set_cpu_enabled(true);
-    }
-    at::autocast::increment_nesting();
+// The autocast dtype of a run (kFloat: none).
+at::ScalarType AutocastType(ComputeDtype dtype) {
+  switch (dtype) {
+    case ComputeDtype::kBf16:
+      return at::kBFloat16;
+    case ComputeDtype::kFp16:
+      return at::kHalf;
+    case ComputeDtype::kFp32:
+      break;
   }
-  ~PrecisionScope() {
-    if (!active_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    if (cuda_) {
-      at::autocast::set_enabled(previous_enabled_);
-      at::autocast::set_autocast_gpu_dtype(previous_dtype_);
-    } else {
-      at::autocast::set_cpu_enabled(previous_enabled_);
-      at::autocast::set_autocast_cpu_dtype(previous_dtype_);
-    }
-  }
-  PrecisionScope(const PrecisionScope&) = delete;
-  PrecisionScope& operator=(const PrecisionScope&) = delete;
-
- private:
-  bool active_ = false;
-  bool cuda_ = false;
-  bool previous_enabled_ = false;
-  at::ScalarType previous_dtype_ = at::kFloat;
-};
+  return at::kFloat;
+}
 
 bool Improves(BestMetric metric, double value, double reference, double margin) {
   return metric == BestMetric::kEvalLoss ? value < reference - margin
@@ -190,7 +160,7 @@ struct Trainer::State {
   torch::Tensor Logits(const data::Batch& batch, FeatureCache* features) {
     torch::Tensor audio = batch.audio.to(device);
     torch::Tensor lengths = batch.lengths.to(device);
-    PrecisionScope autocast(device, precision.dtype);
+    model::AutocastGuard autocast(device, AutocastType(precision.dtype));
     if (features == nullptr) return model()->forward(audio, lengths);
     std::vector<torch::Tensor> per_clip;
     per_clip.reserve(batch.clip_indices.size());
