@@ -26,7 +26,7 @@ struct ClassifyFlags {
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  if (!in) return absl::NotFoundError("cannot open");
   std::ostringstream bytes;
   bytes << in.rdbuf();
   return bytes.str();
