@@ -9,6 +9,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "tests/serve/serve_test_util.h"
 #include "tests/support/process.h"
@@ -16,13 +17,10 @@
 namespace ftune::serve {
 namespace {
 
+// Occurrences of `needle` in `haystack`.
 int Count(const std::string& haystack, const std::string& needle) {
-  int n = 0;
-  for (size_t at = haystack.find(needle); at != std::string::npos;
-       at = haystack.find(needle, at + needle.size())) {
-    ++n;
-  }
-  return n;
+  const std::vector<absl::string_view> parts = absl::StrSplit(haystack, needle);
+  return static_cast<int>(parts.size()) - 1;
 }
 
 TEST(ReportE2eTest, ReportOfAFinishedJobFromARealController) {
