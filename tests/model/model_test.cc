@@ -259,6 +259,7 @@ TEST_F(ModelTest, Bf16AutocastCloseToFp32) {
 
 TEST_F(ModelTest, TrainingForwardBackwardWithSpecAugmentAndFreezing) {
   HubertConfig config = SmallGroupNormConfig();
+  config.apply_spec_augment = true;
   config.mask_time_prob = 0.5;
   config.mask_time_length = 3;
   config.layerdrop = 0.3;

@@ -362,6 +362,10 @@ absl::StatusOr<HubertConfig> PresetConfig(const std::string& name) {
     c.layerdrop = 0.0;
     c.mask_time_prob = 0.05;
     c.mask_time_length = 5;
+    // No SpecAugment by default: trained from scratch, the share of masked_spec_embed frames in
+    // the mean pool (at least two spans per clip) gives away the clip's length, a shortcut the
+    // model learns instead of the audio, and one that is gone at evaluation.
+    c.apply_spec_augment = false;
     return c;
   }
   return absl::NotFoundError("unknown model preset '" + name +
