@@ -23,14 +23,9 @@ void AddGlobalFlags(CLI::App* app, GlobalFlags* flags) {
 }
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> ConnectChannel(const GlobalFlags& flags) {
-  ChannelOptions options;
-  options.address = flags.controller;
-  options.tls_files.ca_file = flags.tls_ca;
-  options.tls_files.cert_file = flags.tls_cert;
-  options.tls_files.key_file = flags.tls_key;
-  options.tls = flags.tls || options.tls_files.enabled();
-  options.token_file = flags.token_file;
-  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(options);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      MakeChannel(ClientChannelOptions(flags.controller, flags.tls, flags.tls_ca, flags.tls_cert,
+                                       flags.tls_key, flags.token_file));
   if (!channel.ok()) {
     // A missing or unreadable credentials file is a usage error, not an outage.
     return absl::InvalidArgumentError(channel.status().message());

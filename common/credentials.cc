@@ -131,4 +131,17 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ChannelOptions&
       options.address, credentials, args, std::move(interceptors));
 }
 
+ChannelOptions ClientChannelOptions(const std::string& address, bool tls,
+                                    const std::string& ca_file, const std::string& cert_file,
+                                    const std::string& key_file, const std::string& token_file) {
+  ChannelOptions options;
+  options.address = address;
+  options.tls_files.ca_file = ca_file;
+  options.tls_files.cert_file = cert_file;
+  options.tls_files.key_file = key_file;
+  options.tls = tls || options.tls_files.enabled();
+  options.token_file = token_file;
+  return options;
+}
+
 }  // namespace ftune

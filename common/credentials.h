@@ -41,6 +41,12 @@ struct ChannelOptions {
   int max_message_bytes = 64 << 20;
 };
 
+// ChannelOptions from the connection flags ftctl and ftworker share (--tls, --tls-ca,
+// --tls-cert, --tls-key, --token-file): TLS is on when asked for or when any TLS file is given.
+ChannelOptions ClientChannelOptions(const std::string& address, bool tls,
+                                    const std::string& ca_file, const std::string& cert_file,
+                                    const std::string& key_file, const std::string& token_file);
+
 // A channel to options.address carrying TLS and the bearer token as configured. Fails when a
 // file named in the options cannot be read or is empty.
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ChannelOptions& options);

@@ -88,14 +88,9 @@ int Run(const RunFlags& flags) {
   }
   config.devices = *std::move(devices);
 
-  ChannelOptions channel_options;
-  channel_options.address = flags.controller;
-  channel_options.tls_files.ca_file = flags.tls_ca;
-  channel_options.tls_files.cert_file = flags.tls_cert;
-  channel_options.tls_files.key_file = flags.tls_key;
-  channel_options.tls = flags.tls || channel_options.tls_files.enabled();
-  channel_options.token_file = flags.token_file;
-  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = MakeChannel(channel_options);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      MakeChannel(ClientChannelOptions(flags.controller, flags.tls, flags.tls_ca, flags.tls_cert,
+                                       flags.tls_key, flags.token_file));
   if (!channel.ok()) {
     spdlog::error("{}", channel.status().message());
     return 2;
