@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "worker/model/dropout.h"
+
 namespace ftune::model {
 namespace {
 
@@ -92,7 +94,7 @@ HubertFeatureProjectionImpl::HubertFeatureProjectionImpl(const HubertConfig& c)
 torch::Tensor HubertFeatureProjectionImpl::forward(const torch::Tensor& features) {
   torch::Tensor h = layer_norm ? Norm(layer_norm, features) : features;
   h = projection->forward(h);
-  return torch::dropout(h, dropout, is_training());
+  return Dropout(h, dropout, is_training());
 }
 
 // ---- Positional convolution ----------------------------------------------------------------
@@ -143,7 +145,7 @@ torch::Tensor HubertAttentionImpl::forward(const torch::Tensor& hidden, const to
   torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1));  // [B, heads, T, T]
   if (bias.defined()) scores = scores + bias;                    // out of place: may promote
   torch::Tensor probs = torch::softmax(Upcast(scores), -1);
-  probs = torch::dropout(probs, dropout, is_training());
+  probs = Dropout(probs, dropout, is_training());
   torch::Tensor out = torch::matmul(probs.to(v.scalar_type()), v);
   out = out.transpose(1, 2).reshape({b, t, num_heads * head_dim});
   return out_proj->forward(out);
@@ -160,9 +162,9 @@ HubertFeedForwardImpl::HubertFeedForwardImpl(const HubertConfig& c)
 
 torch::Tensor HubertFeedForwardImpl::forward(const torch::Tensor& hidden) {
   torch::Tensor h = Activate(activation, intermediate_dense->forward(hidden));
-  h = torch::dropout(h, activation_dropout, is_training());
+  h = Dropout(h, activation_dropout, is_training());
   h = output_dense->forward(h);
-  return torch::dropout(h, hidden_dropout, is_training());
+  return Dropout(h, hidden_dropout, is_training());
 }
 
 HubertEncoderLayerImpl::HubertEncoderLayerImpl(const HubertConfig& c)
@@ -177,12 +179,12 @@ torch::Tensor HubertEncoderLayerImpl::forward(const torch::Tensor& hidden, const
   if (stable) {
     // Pre-LN: x + attn(LN(x)), then x + ff(LN(x)).
     torch::Tensor h = attention->forward(Norm(layer_norm, hidden), bias);
-    h = hidden + torch::dropout(h, hidden_dropout, is_training());
+    h = hidden + Dropout(h, hidden_dropout, is_training());
     return h + feed_forward->forward(Norm(final_layer_norm, h));
   }
   // Post-LN: LN(x + attn(x)), then LN(x + ff(x)).
   torch::Tensor h = attention->forward(hidden, bias);
-  h = Norm(layer_norm, hidden + torch::dropout(h, hidden_dropout, is_training()));
+  h = Norm(layer_norm, hidden + Dropout(h, hidden_dropout, is_training()));
   return Norm(final_layer_norm, h + feed_forward->forward(h));
 }
 
@@ -210,7 +212,7 @@ torch::Tensor HubertEncoderImpl::forward(const torch::Tensor& hidden, const torc
   }
   h = h + pos_conv_embed->forward(h);
   if (!stable) h = Norm(layer_norm, h);
-  h = torch::dropout(h, hidden_dropout, is_training());
+  h = Dropout(h, hidden_dropout, is_training());
   for (auto& layer : layers) {
     if (hidden_states) hidden_states->push_back(h);
     // LayerDrop (training only): skip the whole layer with probability layerdrop.
