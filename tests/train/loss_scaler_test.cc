@@ -4,46 +4,47 @@
 
 #include "gtest/gtest.h"
 #include "torch/torch.h"
+#include "worker/train/optimizer.h"
 
 namespace ftune::train {
 namespace {
 
 // One optimizer step in the order the trainer does it; returns whether it was taken.
-bool ScaledStep(DynamicLossScaler& scaler, torch::optim::Optimizer& opt,
-                const std::vector<torch::Tensor>& params, const torch::Tensor& loss) {
+bool ScaledStep(DynamicLossScaler& scaler, FusedAdamW& opt, const torch::Tensor& w,
+                const torch::Tensor& loss) {
   opt.zero_grad();
   scaler.Scale(loss).backward();
-  const bool found_inf = scaler.UnscaleAndCheck(params);
-  if (!found_inf) opt.step();
-  scaler.Update(found_inf);
-  return !found_inf;
+  return ScaledClippedStep(opt, {w}, scaler, /*max_grad_norm=*/0).taken;
 }
 
 TEST(LossScalerTest, InfGradientSkipsStepHalvesScaleLeavesWeights) {
   torch::manual_seed(0);
   torch::Tensor w = torch::randn({4, 3}, torch::requires_grad());
-  torch::optim::AdamW opt({w}, torch::optim::AdamWOptions(0.1).weight_decay(0.0));
+  FusedAdamW opt({w}, torch::optim::AdamWOptions(0.1).weight_decay(0.0));
   DynamicLossScaler scaler;
   EXPECT_DOUBLE_EQ(scaler.scale(), 65536.0);
   const torch::Tensor before = w.detach().clone();
 
   // Injected inf: the gradient of w * inf is inf.
   torch::Tensor bad = (w * std::numeric_limits<float>::infinity()).sum();
-  EXPECT_FALSE(ScaledStep(scaler, opt, {w}, bad));
+  EXPECT_FALSE(ScaledStep(scaler, opt, w, bad));
   EXPECT_DOUBLE_EQ(scaler.scale(), 32768.0);
   EXPECT_TRUE(torch::equal(w.detach(), before));
 
   // NaN too.
   torch::Tensor nan = (w * std::numeric_limits<float>::quiet_NaN()).sum();
-  EXPECT_FALSE(ScaledStep(scaler, opt, {w}, nan));
+  EXPECT_FALSE(ScaledStep(scaler, opt, w, nan));
   EXPECT_DOUBLE_EQ(scaler.scale(), 16384.0);
   EXPECT_TRUE(torch::equal(w.detach(), before));
+  EXPECT_TRUE(opt.state().empty()) << "a skipped step must not touch the moments";
 
-  // A clean step moves the weights, and the gradient it used was unscaled.
-  torch::Tensor good = (w * 2.0).sum();
-  EXPECT_TRUE(ScaledStep(scaler, opt, {w}, good));
-  EXPECT_TRUE(torch::allclose(w.grad(), torch::full_like(w, 2.0)));
-  EXPECT_FALSE(torch::equal(w.detach(), before));
+  // A clean step moves the weights exactly as an unscaled AdamW step would.
+  torch::Tensor reference = before.clone().requires_grad_(true);
+  torch::optim::AdamW reference_opt({reference}, torch::optim::AdamWOptions(0.1).weight_decay(0.0));
+  (reference * 2.0).sum().backward();
+  reference_opt.step();
+  EXPECT_TRUE(ScaledStep(scaler, opt, w, (w * 2.0).sum()));
+  EXPECT_TRUE(torch::allclose(w.detach(), reference.detach(), 0, 1e-6));
   EXPECT_EQ(scaler.state().growth_tracker, 1);
 }
 
@@ -92,10 +93,11 @@ TEST(LossScalerTest, DisabledIsIdentityButStillDetects) {
   DynamicLossScaler scaler(options);
   EXPECT_DOUBLE_EQ(scaler.scale(), 1.0);
   torch::Tensor w = torch::ones({2}, torch::requires_grad());
-  scaler.Scale((w * 3.0).sum()).backward();
-  EXPECT_FALSE(scaler.UnscaleAndCheck({w}));
+  FusedAdamW opt({w}, torch::optim::AdamWOptions(0.1));
+  EXPECT_FALSE(ScaledStep(scaler, opt, w, (w * std::numeric_limits<float>::infinity()).sum()));
+  EXPECT_TRUE(torch::equal(w.detach(), torch::ones({2})));
+  EXPECT_TRUE(ScaledStep(scaler, opt, w, (w * 3.0).sum()));
   EXPECT_TRUE(torch::allclose(w.grad(), torch::full_like(w, 3.0)));
-  scaler.Update(true);
   EXPECT_DOUBLE_EQ(scaler.scale(), 1.0);
 }
 

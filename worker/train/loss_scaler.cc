@@ -36,21 +36,6 @@ torch::Tensor DynamicLossScaler::Scale(const torch::Tensor& loss) const {
   return loss * state_.scale;
 }
 
-bool DynamicLossScaler::UnscaleAndCheck(const std::vector<torch::Tensor>& params) const {
-  torch::NoGradGuard no_grad;
-  const double inv_scale = 1.0 / scale();
-  torch::Tensor found;
-  for (const torch::Tensor& p : params) {
-    torch::Tensor g = p.grad();
-    if (!g.defined()) continue;
-    if (options_.enabled) g.mul_(inv_scale);
-    // One flag tensor and a single sync at the end, not one per parameter.
-    torch::Tensor bad = torch::logical_not(torch::isfinite(g)).any();
-    found = found.defined() ? torch::logical_or(found, bad) : bad;
-  }
-  return found.defined() && found.item<bool>();
-}
-
 void DynamicLossScaler::Update(bool found_inf) {
   if (!options_.enabled) return;
   if (found_inf) {

@@ -1,12 +1,12 @@
 // Dynamic loss scaling for fp16 training (the rules of torch.cuda.amp.GradScaler): the loss is
 // multiplied by `scale` before backward; before the step the gradients are divided by it and
-// checked; a step with an inf/NaN gradient is skipped and the scale halved; after
+// checked (ScaledClippedStep in optimizer.h); a step with an inf/NaN gradient is skipped and
+// the scale halved; after
 // `growth_interval` clean steps in a row the scale doubles. Device-agnostic, so it runs (and
 // is tested) on CPU too.
 #pragma once
 
 #include <cstdint>
-#include <vector>
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
@@ -39,9 +39,6 @@ class DynamicLossScaler {
 
   // loss * scale (the loss itself when disabled).
   torch::Tensor Scale(const torch::Tensor& loss) const;
-  // Divides the gradients of `params` (those that have one) by the scale in place and returns
-  // true when any of them holds an inf or NaN. Disabled: only the check.
-  bool UnscaleAndCheck(const std::vector<torch::Tensor>& params) const;
   // Applies the outcome of one optimizer step: backoff on inf/NaN, growth after clean runs.
   void Update(bool found_inf);
 

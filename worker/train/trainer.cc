@@ -22,6 +22,7 @@
 #include "worker/model/safetensors.h"
 #include "worker/train/checkpoint_manager.h"
 #include "worker/train/loss_scaler.h"
+#include "worker/train/optimizer.h"
 #include "worker/train/lr_schedule.h"
 #include "worker/train/metrics.h"
 #include "worker/train/precision.h"
@@ -109,7 +110,7 @@ struct Trainer::State {
   bool cache_train_features = false;
   bool cache_eval_features = false;
   std::vector<torch::Tensor> params;  // trainable only
-  std::unique_ptr<torch::optim::AdamW> optimizer;
+  std::unique_ptr<FusedAdamW> optimizer;
   std::optional<LrSchedule> schedule;
   DynamicLossScaler scaler{LossScalerOptions{.enabled = false}};
   std::unique_ptr<CheckpointManager> checkpoints;
@@ -194,26 +195,15 @@ struct Trainer::State {
 
   // Unscale, check, clip, step (or skip), advance the schedule.
   void OptimizerStep() {
-    const bool found_inf = scaler.UnscaleAndCheck(params);
-    double norm = std::numeric_limits<double>::infinity();
-    if (!found_inf) {
-      norm = torch::nn::utils::clip_grad_norm_(
-          params, config.max_grad_norm > 0 ? config.max_grad_norm
-                                           : std::numeric_limits<double>::infinity());
-    }
     const double lr = schedule->LrAt(step);
-    if (!found_inf) {
-      for (auto& group : optimizer->param_groups()) {
-        static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-      }
-      optimizer->step();
-    } else {
-      ++skipped_steps;
+    for (auto& group : optimizer->param_groups()) {
+      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
     }
-    scaler.Update(found_inf);
+    const StepResult result = ScaledClippedStep(*optimizer, params, scaler, config.max_grad_norm);
+    if (!result.taken) ++skipped_steps;
     ++step;
     last_lr = lr;
-    last_grad_norm = norm;
+    last_grad_norm = result.grad_norm;
   }
 
   void EmitProgress(int epoch_1based) {
@@ -653,7 +643,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
       opts->weight_decay(0.0);
       groups.emplace_back(no_decay, std::move(opts));
     }
-    s->optimizer = std::make_unique<torch::optim::AdamW>(groups, adam);
+    s->optimizer = std::make_unique<FusedAdamW>(groups, adam);
 
     s->scaler = DynamicLossScaler(LossScalerOptions{.enabled = s->precision.loss_scaling});
 
