@@ -5,6 +5,7 @@
 #include <chrono>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <string>
 
 #include "common/job_spec_flags.h"
@@ -12,6 +13,7 @@
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
+#include "torch/csrc/autograd/profiler_legacy.h"
 #include "torch/torch.h"
 #include "worker/commands.h"
 #include "worker/data/audio.h"
@@ -36,6 +38,8 @@ struct BenchFlags {
   // Time epochs 2+ of a real run: the frozen feature encoder's output is reused.
   bool reuse_features = false;
   std::string device = "cpu";
+  // Chrome trace of the timed steps (chrome://tracing, bench/train/profile_summary.py).
+  std::string profile;
   bool json = false;
 };
 
@@ -111,6 +115,8 @@ absl::StatusOr<nlohmann::json> Bench(const BenchFlags& flags) {
     auto loss = (*trainer)->TrainStepForBench(batches, flags.reuse_features);
     if (!loss.ok()) return loss.status();
   }
+  std::optional<torch::autograd::profiler::RecordProfile> profiler;
+  if (!flags.profile.empty()) profiler.emplace(flags.profile);
   const auto start = std::chrono::steady_clock::now();
   double loss = 0;
   for (int i = 0; i < flags.steps; ++i) {
@@ -120,6 +126,7 @@ absl::StatusOr<nlohmann::json> Bench(const BenchFlags& flags) {
   }
   const double elapsed =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  profiler.reset();  // writes the trace
   std::filesystem::remove_all(out_dir, ec);
   const double clips = static_cast<double>(flags.steps) * flags.batch_size * flags.grad_accum;
   return nlohmann::json{
@@ -184,6 +191,9 @@ void AddBenchCommand(CLI::App& app, int* exit_code) {
   cmd->add_flag("--reuse-features", flags->reuse_features,
                 "Reuse the frozen feature encoder's output, as epochs 2+ of a job do");
   cmd->add_option("--device", flags->device, "cpu|cuda|cuda:N")->capture_default_str();
+  cmd->add_option("--profile", flags->profile,
+                  "Write a Chrome trace of the timed steps to this file (timings include the "
+                  "profiler's overhead)");
   cmd->add_flag("--json", flags->json, "Print one JSON object");
   cmd->callback([flags, exit_code] { *exit_code = RunBench(*flags); });
 }
