@@ -193,6 +193,12 @@ struct Trainer::State {
     return loss.item<double>();
   }
 
+  // Gradients are dropped rather than zeroed: the first backward of a window then hands its
+  // fresh gradient tensors to the parameters instead of adding them to zeros.
+  void ClearGradients() {
+    for (torch::Tensor& p : params) p.mutable_grad().reset();
+  }
+
   // Unscale, check, clip, step (or skip), advance the schedule.
   void OptimizerStep() {
     const double lr = schedule->LrAt(step);
@@ -473,7 +479,7 @@ struct Trainer::State {
       const int64_t window_end = std::min<int64_t>(nb, (batch_in_epoch / accum + 1) * accum);
       int64_t window_samples = 0;
       for (int64_t b = batch_in_epoch; b < window_end; ++b) window_samples += TrainBatchSize(b);
-      optimizer->zero_grad();
+      ClearGradients();
       double window_loss = 0;
       for (; batch_in_epoch < window_end; ++batch_in_epoch) {
         ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader.Next());
@@ -730,7 +736,7 @@ absl::StatusOr<double> Trainer::TrainStepForBench(const std::vector<data::Batch>
     int64_t samples = 0;
     for (const auto& b : batches) samples += b.labels.size(0);
     s.model()->train();
-    s.optimizer->zero_grad();
+    s.ClearGradients();
     double loss = 0;
     for (const auto& b : batches) {
       const double weight = static_cast<double>(b.labels.size(0)) / samples;
