@@ -325,7 +325,7 @@ TEST_F(TrainerTest, EarlyStoppingEndsTheRun) {
   EXPECT_EQ(run.result->steps, 3 * 3);  // first eval sets best, two more without improvement
 }
 
-TEST_F(TrainerTest, ResumeRefusesAnotherBatchSize) {
+TEST_F(TrainerTest, ResumeRefusesAnotherRecipe) {
   const data::Dataset dataset = MakeToneDataset(Dir("tones"), {});
   TrainerConfig c = BaseConfig(Dir("out"));
   RunOutput first = Train(c, TinyModel(dataset.labels, true), dataset);
@@ -335,6 +335,17 @@ TEST_F(TrainerTest, ResumeRefusesAnotherBatchSize) {
   RunOutput second = Train(c, TinyModel(dataset.labels, true), dataset);
   EXPECT_EQ(second.result.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(second.result.status().message().find("batch_size"), std::string::npos);
+
+  // Another job pointed at the same folder with a different recipe is refused too, not
+  // continued on the old one's schedule.
+  c.batch_size = BaseConfig(Dir("out")).batch_size;
+  c.epochs = BaseConfig(Dir("out")).epochs;
+  c.learning_rate *= 2;
+  RunOutput third = Train(c, TinyModel(dataset.labels, true), dataset);
+  EXPECT_EQ(third.result.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(third.result.status().message().find("learning_rate"), std::string::npos)
+      << third.result.status();
+  EXPECT_NE(third.result.status().message().find("new output folder"), std::string::npos);
 }
 
 // The tiny preset from scratch on pitch classes reaches clearly above chance.

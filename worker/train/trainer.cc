@@ -37,6 +37,7 @@ using FeatureCache = std::unordered_map<int64_t, torch::Tensor>;
 constexpr int kStateFormat = 1;
 constexpr char kOptimizerFile[] = "optimizer.pt";
 constexpr char kRngFile[] = "rng.pt";
+constexpr char kCudaRngFile[] = "rng_cuda.pt";
 
 double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
@@ -317,6 +318,45 @@ struct Trainer::State {
     return outcome;
   }
 
+  // Generators a checkpoint carries: the CPU one (shuffling, cropping, CPU dropout masks)
+  // and, when training on a GPU, that device's (its dropout), each in its own file.
+  std::vector<std::pair<std::string, at::Generator>> CheckpointedGenerators() const {
+    std::vector<std::pair<std::string, at::Generator>> generators;
+    generators.emplace_back(kRngFile, at::detail::getDefaultCPUGenerator());
+    if (device.is_cuda()) {
+      generators.emplace_back(kCudaRngFile, at::globalContext().defaultGenerator(device));
+    }
+    return generators;
+  }
+
+  // What fixes a run's trajectory. Resuming needs every one of them unchanged, or the resumed
+  // run would not be the interrupted one (and an output folder reused by a different job
+  // would silently continue the old one). Precision is not among them: a job may move between
+  // a GPU worker (fp16) and a CPU one (bf16).
+  nlohmann::json RunIdentity() const {
+    return {
+        {"seed", config.seed},
+        {"batch_size", config.batch_size},
+        {"grad_accum", config.grad_accum},
+        {"train_clips", dataset.train.size()},
+        {"labels", dataset.labels},
+        {"total_steps", total_steps},
+        {"learning_rate", config.learning_rate},
+        {"adam_beta1", config.adam_beta1},
+        {"adam_beta2", config.adam_beta2},
+        {"adam_epsilon", config.adam_epsilon},
+        {"weight_decay", config.weight_decay},
+        {"max_grad_norm", config.max_grad_norm},
+        {"schedule", static_cast<int>(config.schedule)},
+        {"warmup_steps", WarmupSteps(config, total_steps)},
+        {"feature_encoder_frozen", cnn_frozen},
+        {"freeze_layers", config.freeze_layers},
+        {"freeze_backbone", config.freeze_backbone},
+        {"max_seconds", config.max_seconds},
+        {"group_by_length", config.group_by_length},
+    };
+  }
+
   nlohmann::json TrainerStateJson() const {
     return {
         {"format", kStateFormat},
@@ -325,10 +365,7 @@ struct Trainer::State {
         {"step", step},
         {"total_steps", total_steps},
         {"skipped_steps", skipped_steps},
-        {"seed", config.seed},
-        {"batch_size", config.batch_size},
-        {"grad_accum", config.grad_accum},
-        {"train_clips", dataset.train.size()},
+        {"run", RunIdentity()},
         {"precision", ComputeDtypeName(precision.dtype)},
         {"loss_scaler", scaler.state().ToJson()},
         {"best",
@@ -349,13 +386,14 @@ struct Trainer::State {
     fs::create_directories(state_dir, ec);
     if (ec) return absl::InternalError(absl::StrCat("cannot create ", state_dir.string()));
     torch::save(*optimizer, (state_dir / kOptimizerFile).string());
-    torch::Tensor rng;
-    {
-      auto generator = at::detail::getDefaultCPUGenerator();
-      std::lock_guard<std::mutex> lock(generator.mutex());
-      rng = generator.get_state();
+    for (auto& [file, generator] : CheckpointedGenerators()) {
+      torch::Tensor rng;
+      {
+        std::lock_guard<std::mutex> lock(generator.mutex());
+        rng = generator.get_state();
+      }
+      torch::save(rng, (state_dir / file).string());
     }
-    torch::save(rng, (state_dir / kRngFile).string());
     // Last: its presence marks the checkpoint complete.
     std::ofstream out(state_dir / kTrainerStateFile);
     out << TrainerStateJson().dump(2) << "\n";
@@ -394,20 +432,16 @@ struct Trainer::State {
         return absl::FailedPreconditionError(
             absl::StrCat(dir, ": unsupported training_state format ", st.at("format").dump()));
       }
-      auto must_match = [&](const char* key, int64_t now) -> absl::Status {
-        const int64_t saved = st.at(key).get<int64_t>();
-        if (saved == now) return absl::OkStatus();
-        return absl::FailedPreconditionError(
-            absl::StrCat("cannot resume from ", dir, ": it was trained with ", key, " ", saved,
-                         ", this run has ", now));
-      };
-      RETURN_IF_ERROR(must_match("batch_size", config.batch_size));
-      RETURN_IF_ERROR(must_match("grad_accum", config.grad_accum));
-      RETURN_IF_ERROR(must_match("train_clips", static_cast<int64_t>(dataset.train.size())));
-      if (st.at("seed").get<uint64_t>() != config.seed) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("cannot resume from ", dir, ": it was trained with seed ",
-                         st.at("seed").dump(), ", this run has ", config.seed));
+      // Checkpoints from before "run" existed kept seed, batch size, accumulation and clip
+      // count at the top level.
+      const nlohmann::json& saved_run = st.contains("run") ? st.at("run") : st;
+      const nlohmann::json identity = RunIdentity();
+      for (const auto& [key, now] : identity.items()) {
+        if (!saved_run.contains(key) || saved_run.at(key) == now) continue;
+        return absl::FailedPreconditionError(absl::StrCat(
+            "cannot resume from ", dir, ": it was trained with ", key, " ",
+            saved_run.at(key).dump(), ", this run has ", now.dump(),
+            " (to start over, use a new output folder)"));
       }
       epoch = st.at("epoch").get<int>();
       batch_in_epoch = st.at("batch_in_epoch").get<int64_t>();
@@ -438,11 +472,20 @@ struct Trainer::State {
     const fs::path state_dir = fs::path(dir) / kTrainingStateDir;
     try {
       torch::load(*optimizer, (state_dir / kOptimizerFile).string(), device);
-      torch::Tensor rng;
-      torch::load(rng, (state_dir / kRngFile).string());
-      auto generator = at::detail::getDefaultCPUGenerator();
-      std::lock_guard<std::mutex> lock(generator.mutex());
-      generator.set_state(rng);
+      for (auto& [file, generator] : CheckpointedGenerators()) {
+        // A checkpoint written on another kind of device lacks this device's generator state;
+        // the run continues from the current one (only dropout masks on that device differ).
+        if (file != kRngFile && !fs::exists(state_dir / file)) {
+          Log(ftune::v1::LOG_LEVEL_WARNING,
+              absl::StrCat(dir, " has no ", file, ": dropout on ", device.str(),
+                           " will not repeat the interrupted run exactly"));
+          continue;
+        }
+        torch::Tensor rng;
+        torch::load(rng, (state_dir / file).string());
+        std::lock_guard<std::mutex> lock(generator.mutex());
+        generator.set_state(rng);
+      }
     } catch (const c10::Error& e) {
       return absl::FailedPreconditionError(
           absl::StrCat(dir, ": cannot restore optimizer/RNG state: ", e.what_without_backtrace()));
