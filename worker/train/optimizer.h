@@ -2,7 +2,7 @@
 // the inf/NaN check and gradient-norm clipping folded in.
 //
 // libtorch's AdamW runs about eight tensor ops per parameter, and unscaling, checking and
-// clipping add five more passes over every gradient: together about a seventh of a
+// clipping add five more passes over every gradient: together about a fifth of a
 // hubert-base step on CPU. Here the gradients are read twice (norm, then the update) and the
 // rest is arithmetic inside the update's pass.
 #pragma once
