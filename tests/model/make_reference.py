@@ -7,13 +7,17 @@ usage: make_reference.py OUT_DIR
 
 OUT_DIR/<variant>/            HF folder (config.json, weights, preprocessor_config.json)
 OUT_DIR/<variant>/reference.safetensors   inputs and reference logits (F32)
-OUT_DIR/<variant>/reference.json          lengths of the two clips
+OUT_DIR/<variant>/reference.json          lengths of the two clips and the labels
+OUT_DIR/<variant>/gradients.safetensors   gradient of the cross-entropy of the padded batch
+                                          (labels from reference.json) for every parameter,
+                                          by HF name with the weight_g/weight_v naming
 
 The classification head (torchaudio has none) follows transformers'
 HubertForSequenceClassification: optional softmax-weighted sum over the hidden states
 (the encoder input plus every layer output, the last one after the final LayerNorm of stable
 models), projector Linear, mean over valid frames, classifier Linear.
 """
+import copy
 import json
 import os
 import struct
@@ -115,24 +119,34 @@ def classify(model, head, layer_weights, waves, lengths):
     return head["classifier"](pooled)
 
 
+def hf_key(name, naming):
+    """transformers' name for a torchaudio parameter ("head." marks the classification head)."""
+    if name.startswith("head."):
+        return name[len("head."):]
+    if name == "layer_weights":
+        return name
+    if name.startswith("encoder.feature_projection."):
+        key = "hubert.feature_projection." + name[len("encoder.feature_projection."):]
+    elif name.startswith("encoder.transformer."):
+        key = "hubert.encoder." + name[len("encoder.transformer."):]
+    else:
+        key = "hubert." + name
+    if naming == "parametrizations":
+        key = key.replace("conv.weight_g", "conv.parametrizations.weight.original0")
+        key = key.replace("conv.weight_v", "conv.parametrizations.weight.original1")
+    return key
+
+
+def hf_state_dict_from(tensors, naming):
+    return {hf_key(name, naming): t.detach() for name, t in tensors.items()}
+
+
 def hf_state_dict(model, head, layer_weights, naming):
-    out = {}
-    for name, p in model.named_parameters():
-        if name.startswith("encoder.feature_projection."):
-            key = "hubert.feature_projection." + name[len("encoder.feature_projection."):]
-        elif name.startswith("encoder.transformer."):
-            key = "hubert.encoder." + name[len("encoder.transformer."):]
-        else:
-            key = "hubert." + name
-        if naming == "parametrizations":
-            key = key.replace("conv.weight_g", "conv.parametrizations.weight.original0")
-            key = key.replace("conv.weight_v", "conv.parametrizations.weight.original1")
-        out[key] = p.detach()
-    for name, p in head.named_parameters():
-        out[name] = p.detach()
+    tensors = dict(model.named_parameters())
+    tensors.update({"head." + k: p for k, p in head.named_parameters()})
     if layer_weights is not None:
-        out["layer_weights"] = layer_weights.detach()
-    return out
+        tensors["layer_weights"] = layer_weights
+    return hf_state_dict_from(tensors, naming)
 
 
 def hf_config(v):
@@ -174,8 +188,23 @@ def main():
                 "padded_unmasked": classify(model, head, layer_weights, padded, None),
             }
         write_safetensors(ref, os.path.join(folder, "reference.safetensors"))
+        # Training parity: the backward pass through every module, padding mask included. In
+        # float64: torch 1.13's float32 CPU gelu_backward is wrong when the gradient's layout
+        # differs from the input's, which torchaudio's feature encoder and positional conv hit.
+        labels = [0, 2]
+        model64, head64 = copy.deepcopy(model).double(), copy.deepcopy(head).double()
+        weights64 = None if layer_weights is None else layer_weights.detach().double().requires_grad_()
+        loss = torch.nn.functional.cross_entropy(
+            classify(model64, head64, weights64, padded.double(), lengths), torch.tensor(labels))
+        params = dict(model64.named_parameters())
+        params.update({"head." + k: p for k, p in head64.named_parameters()})
+        grads = torch.autograd.grad(loss, list(params.values()) + ([weights64] if weights64 is not None else []))
+        grad_of = dict(zip(list(params), grads))
+        if layer_weights is not None:
+            grad_of["layer_weights"] = grads[-1]
+        write_safetensors(hf_state_dict_from(grad_of, "weight_g"), os.path.join(folder, "gradients.safetensors"))
         with open(os.path.join(folder, "reference.json"), "w") as f:
-            json.dump({"lengths": LENGTHS}, f)
+            json.dump({"lengths": LENGTHS, "labels": labels}, f)
         with open(os.path.join(folder, "config.json"), "w") as f:
             json.dump(hf_config(v), f, indent=2)
         with open(os.path.join(folder, "preprocessor_config.json"), "w") as f:

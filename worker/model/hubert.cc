@@ -32,8 +32,32 @@ torch::nn::LayerNorm MakeLayerNorm(int64_t dim, double eps) {
 
 }  // namespace
 
+namespace {
+
+// GELU (erf form) whose backward hands gelu_backward a gradient laid out like the input.
+// libtorch 1.13's CPU gelu_backward returns garbage (NaN, 1e30) when the two layouts differ,
+// as they do wherever a GELU output is transposed before use: the positional convolution and
+// the group-norm feature encoder's last layer. tests/model/parity_test.cc compares every
+// gradient with torchaudio's.
+class GeluFunction : public torch::autograd::Function<GeluFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x) {
+    ctx->save_for_backward({x});
+    return torch::gelu(x);
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    const torch::Tensor x = ctx->get_saved_variables()[0];
+    torch::Tensor grad = grads[0];
+    if (grad.strides() != x.strides()) grad = torch::empty_like(x).copy_(grad);
+    return {torch::gelu_backward(grad, x)};
+  }
+};
+
+}  // namespace
+
 torch::Tensor Activate(const std::string& name, const torch::Tensor& x) {
-  if (name == "gelu") return torch::gelu(x);
+  if (name == "gelu") return GeluFunction::apply(x);
   if (name == "gelu_new") return torch::gelu(x, "tanh");
   if (name == "relu") return torch::relu(x);
   if (name == "silu" || name == "swish") return torch::silu(x);
