@@ -86,7 +86,9 @@ HubertConvLayerImpl::HubertConvLayerImpl(const HubertConfig& c, int layer_id)
 torch::Tensor HubertConvLayerImpl::forward(const torch::Tensor& x) {
   torch::Tensor h = conv->forward(x);
   if (layer_norm) {
-    h = Norm(layer_norm, h.transpose(-2, -1)).transpose(-2, -1);
+    // Back to a contiguous [B, C, T] before the activation (the next conv needs that copy
+    // anyway): elementwise kernels run several times slower on a transposed view.
+    h = Norm(layer_norm, h.transpose(-2, -1)).transpose(-2, -1).contiguous();
   } else if (group_norm) {
     h = Norm(group_norm, h);
   }
