@@ -2,11 +2,13 @@
 // samples/s (with --json, one object with at least samples_per_sec).
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <iostream>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/job_spec_flags.h"
 #include "common/logging.h"
@@ -119,13 +121,23 @@ absl::StatusOr<nlohmann::json> Bench(const BenchFlags& flags) {
   if (!flags.profile.empty()) profiler.emplace(flags.profile);
   const auto start = std::chrono::steady_clock::now();
   double loss = 0;
+  std::vector<double> step_seconds;
   for (int i = 0; i < flags.steps; ++i) {
+    const auto step_start = std::chrono::steady_clock::now();
     auto step_loss = (*trainer)->TrainStepForBench(batches, flags.reuse_features);
     if (!step_loss.ok()) return step_loss.status();
     loss = *step_loss;
+    step_seconds.push_back(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count());
   }
   const double elapsed =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  // The median step resists the occasional stall of a shared host better than the mean.
+  std::sort(step_seconds.begin(), step_seconds.end());
+  const size_t mid = step_seconds.size() / 2;
+  const double median = step_seconds.size() % 2 == 1
+                            ? step_seconds[mid]
+                            : (step_seconds[mid - 1] + step_seconds[mid]) / 2;
   profiler.reset();  // writes the trace
   std::filesystem::remove_all(out_dir, ec);
   const double clips = static_cast<double>(flags.steps) * flags.batch_size * flags.grad_accum;
@@ -139,6 +151,7 @@ absl::StatusOr<nlohmann::json> Bench(const BenchFlags& flags) {
       {"threads", at::get_num_threads()},
       {"steps", flags.steps},
       {"step_ms", 1000.0 * elapsed / flags.steps},
+      {"step_ms_median", 1000.0 * median},
       {"samples_per_sec", clips / elapsed},
       {"final_loss", loss},
   };

@@ -5,6 +5,7 @@ frozen, on identical work (same batch, clip length, accumulation, steps). Prints
 with samples_per_sec."""
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -62,8 +63,11 @@ def main():
     for _ in range(a.warmup):
         step()
     start = time.perf_counter()
+    step_seconds = []
     for _ in range(a.steps):
+        t0 = time.perf_counter()
         step()
+        step_seconds.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - start
     clips = a.steps * a.batch_size * a.grad_accum
     print(json.dumps({"peer": "torchaudio eager fp32", "model": a.model,
@@ -71,6 +75,7 @@ def main():
                       "grad_accum": a.grad_accum, "steps": a.steps,
                       "threads": torch.get_num_threads(),
                       "step_ms": 1000 * elapsed / a.steps,
+                      "step_ms_median": 1000 * statistics.median(step_seconds),
                       "samples_per_sec": clips / elapsed}))
 
 
