@@ -4,12 +4,14 @@
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <string>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "absl/time/time.h"
+#include "common/status_macros.h"
 #include "nlohmann/json.hpp"
 #include "tests/support/process.h"
 #include "worker/model/checkpoint.h"
@@ -85,30 +87,39 @@ TEST_P(ParityTest, LogitsMatchTorchaudio) {
   EXPECT_TRUE(torch::allclose(halves, model->forward(padded, lengths), 0, 1e-6));
 }
 
-// Training parity: the gradient of the padded batch's cross-entropy reaches every parameter
-// as torchaudio's autograd computes it (eval mode: no dropout on either side).
-TEST_P(ParityTest, GradientsMatchTorchaudio) {
-  const std::string folder = Folder(GetParam());
-  auto loaded = LoadModel(folder, {}, 1);
-  ASSERT_TRUE(loaded.ok()) << loaded.status();
-  auto ref = ReadSafetensors(folder + "/reference.safetensors");
-  ASSERT_TRUE(ref.ok()) << ref.status();
-  auto expected = ReadSafetensors(folder + "/gradients.safetensors");
-  ASSERT_TRUE(expected.ok()) << expected.status();
-  std::ifstream meta_file(folder + "/reference.json");
-  auto meta = nlohmann::json::parse(meta_file);
+// A reference folder's model after the backward pass of make_reference.py's loss (the padded
+// batch's cross-entropy, eval mode: no dropout on either side), and torchaudio's gradients.
+struct ReferenceBackward {
+  LoadedModel loaded;
+  std::map<std::string, torch::Tensor> expected;
+};
 
-  auto& model = loaded->model;
-  model->eval();
+absl::StatusOr<ReferenceBackward> RunReferenceBackward(const std::string& folder,
+                                                       bool bf16_autocast) {
+  ReferenceBackward out;
+  ASSIGN_OR_RETURN(out.loaded, LoadModel(folder, {}, 1));
+  ASSIGN_OR_RETURN(auto ref, ReadSafetensors(folder + "/reference.safetensors"));
+  ASSIGN_OR_RETURN(out.expected, ReadSafetensors(folder + "/gradients.safetensors"));
+  std::ifstream meta_file(folder + "/reference.json");
+  const auto meta = nlohmann::json::parse(meta_file);
   const torch::Tensor lengths = torch::tensor(meta["lengths"].get<std::vector<int64_t>>());
   const torch::Tensor labels = torch::tensor(meta["labels"].get<std::vector<int64_t>>());
-  torch::nn::functional::cross_entropy(model->forward(ref->at("input_padded"), lengths), labels)
+  auto& model = out.loaded.model;
+  model->eval();
+  AutocastGuard autocast(torch::Device(torch::kCPU), bf16_autocast);
+  torch::nn::functional::cross_entropy(model->forward(ref.at("input_padded"), lengths), labels)
       .backward();
+  return out;
+}
 
+// Training parity: the gradient reaches every parameter as torchaudio's autograd computes it.
+TEST_P(ParityTest, GradientsMatchTorchaudio) {
+  auto run = RunReferenceBackward(Folder(GetParam()), /*bf16_autocast=*/false);
+  ASSERT_TRUE(run.ok()) << run.status();
   int compared = 0;
-  for (const auto& item : model->named_parameters()) {
-    auto it = expected->find(item.key());
-    if (it == expected->end()) {
+  for (const auto& item : run->loaded.model->named_parameters()) {
+    auto it = run->expected.find(item.key());
+    if (it == run->expected.end()) {
       // Only what torchaudio lacks and evaluation never uses (masked_spec_embed).
       EXPECT_FALSE(item.value().grad().defined()) << item.key() << " has no reference gradient";
       continue;
@@ -121,37 +132,20 @@ TEST_P(ParityTest, GradientsMatchTorchaudio) {
                                   << want.abs().max().item<double>();
     ++compared;
   }
-  EXPECT_EQ(compared, static_cast<int>(expected->size()));
+  EXPECT_EQ(compared, static_cast<int>(run->expected.size()));
 }
 
 // The path training takes on this CPU: bf16 autocast. Each parameter's gradient stays within
 // a few percent of the float64 reference (bf16 keeps ~3 significant digits; measured worst
 // 2.6-3.3% across the variants).
 TEST_P(ParityTest, Bf16AutocastGradientsTrackTheReference) {
-  const std::string folder = Folder(GetParam());
-  auto loaded = LoadModel(folder, {}, 1);
-  ASSERT_TRUE(loaded.ok()) << loaded.status();
-  auto ref = ReadSafetensors(folder + "/reference.safetensors");
-  ASSERT_TRUE(ref.ok()) << ref.status();
-  auto expected = ReadSafetensors(folder + "/gradients.safetensors");
-  ASSERT_TRUE(expected.ok()) << expected.status();
-  std::ifstream meta_file(folder + "/reference.json");
-  auto meta = nlohmann::json::parse(meta_file);
-
-  auto& model = loaded->model;
-  model->eval();
-  const torch::Tensor lengths = torch::tensor(meta["lengths"].get<std::vector<int64_t>>());
-  const torch::Tensor labels = torch::tensor(meta["labels"].get<std::vector<int64_t>>());
-  {
-    AutocastGuard autocast(torch::Device(torch::kCPU), torch::kBFloat16);
-    torch::nn::functional::cross_entropy(model->forward(ref->at("input_padded"), lengths), labels)
-        .backward();
-  }
+  auto run = RunReferenceBackward(Folder(GetParam()), /*bf16_autocast=*/true);
+  ASSERT_TRUE(run.ok()) << run.status();
   double worst = 0;
   std::string worst_name;
-  for (const auto& item : model->named_parameters()) {
-    auto it = expected->find(item.key());
-    if (it == expected->end()) continue;
+  for (const auto& item : run->loaded.model->named_parameters()) {
+    auto it = run->expected.find(item.key());
+    if (it == run->expected.end()) continue;
     ASSERT_TRUE(item.value().grad().defined()) << item.key();
     const double norm = it->second.norm().item<double>();
     if (norm < 1e-6) continue;

@@ -16,8 +16,9 @@ namespace ftune::train {
 
 // torch.optim.AdamW's arithmetic and state (exp_avg, exp_avg_sq, step per parameter, saved
 // and loaded by the base class, so the two read each other's checkpoints), computed in one
-// parallel pass per CPU parameter. Each gradient is multiplied by `grad_scale` as it is read;
-// gradients themselves are left untouched. Parameters off the CPU take the base class's path.
+// parallel pass per CPU float32 parameter. Each gradient is multiplied by `grad_scale` as it
+// is read and left untouched. When any parameter is off the CPU or not float32, the step takes
+// the base class's path for all of them, scaling the gradients in place first.
 class FusedAdamW : public torch::optim::AdamW {
  public:
   using torch::optim::AdamW::AdamW;
