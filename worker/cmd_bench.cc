@@ -114,8 +114,8 @@ absl::StatusOr<nlohmann::json> Bench(const BenchFlags& flags) {
     batches.push_back(std::move(b));
   }
   for (int i = 0; i < flags.warmup; ++i) {
-    auto loss = (*trainer)->TrainStepForBench(batches, flags.reuse_features);
-    if (!loss.ok()) return loss.status();
+    auto stats = (*trainer)->TrainStep(batches, flags.reuse_features);
+    if (!stats.ok()) return stats.status();
   }
   std::optional<torch::autograd::profiler::RecordProfile> profiler;
   if (!flags.profile.empty()) profiler.emplace(flags.profile);
@@ -124,9 +124,9 @@ absl::StatusOr<nlohmann::json> Bench(const BenchFlags& flags) {
   std::vector<double> step_seconds;
   for (int i = 0; i < flags.steps; ++i) {
     const auto step_start = std::chrono::steady_clock::now();
-    auto step_loss = (*trainer)->TrainStepForBench(batches, flags.reuse_features);
-    if (!step_loss.ok()) return step_loss.status();
-    loss = *step_loss;
+    auto stats = (*trainer)->TrainStep(batches, flags.reuse_features);
+    if (!stats.ok()) return stats.status();
+    loss = stats->loss;
     step_seconds.push_back(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count());
   }

@@ -7,10 +7,14 @@ usage: make_reference.py OUT_DIR
 
 OUT_DIR/<variant>/            HF folder (config.json, weights, preprocessor_config.json)
 OUT_DIR/<variant>/reference.safetensors   inputs and reference logits (F32)
-OUT_DIR/<variant>/reference.json          lengths of the two clips and the labels
+OUT_DIR/<variant>/reference.json          lengths of the two clips, the labels, and the
+                                          training-step recipe with its losses and norms
 OUT_DIR/<variant>/gradients.safetensors   gradient of the cross-entropy of the padded batch
                                           (labels from reference.json) for every parameter,
                                           by HF name with the weight_g/weight_v naming
+OUT_DIR/<variant>/train_steps.safetensors two AdamW steps on that batch (float64, dropout
+                                          off): "clipped_grad.<key>" of the first step and
+                                          "step<N>.<key>" the parameters after step N
 
 The classification head (torchaudio has none) follows transformers'
 HubertForSequenceClassification: optional softmax-weighted sum over the hidden states
@@ -20,15 +24,22 @@ models), projector Linear, mean over valid frames, classifier Linear.
 import copy
 import json
 import os
-import struct
 import sys
 
 import torch
-import torchaudio
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from torchaudio_hubert import (build, classify, hf_key, hf_state_dict,  # noqa: E402
+                               hf_state_dict_from, named_parameters, write_safetensors)
 
 CONV = [(32, 10, 5), (32, 3, 2), (32, 3, 2), (32, 3, 2), (32, 3, 2), (32, 2, 2), (32, 2, 2)]
 HIDDEN, HEADS, FFN, LAYERS, PROJ, LABELS = 48, 4, 96, 2, 16, 3
 LENGTHS = [8000, 5600]
+# The recipe of the training-step reference (train_steps.safetensors): AdamW as transformers'
+# Trainer sets it up (a weight decay large enough to show in one step), constant learning rate,
+# dropout off; max_grad_norm is set per variant.
+TRAIN_STEP = {"learning_rate": 1e-3, "weight_decay": 0.5}
+TRAIN_STEPS = 2
 
 VARIANTS = {
     # base-like: group norm feature encoder, post-LN encoder, even positional kernel,
@@ -45,36 +56,11 @@ VARIANTS = {
 }
 
 
-def write_safetensors(tensors, path):
-    header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
-    for name, t in tensors.items():
-        t = t.detach().contiguous().to(torch.float32)
-        data = t.numpy().tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        offset += len(data)
-        blobs.append(data)
-    text = json.dumps(header).encode()
-    text += b" " * ((8 - len(text) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)))
-        f.write(text)
-        for b in blobs:
-            f.write(b)
-
-
-def build(v):
-    model = torchaudio.models.wav2vec2_model(
-        extractor_mode=v["mode"], extractor_conv_layer_config=CONV, extractor_conv_bias=v["conv_bias"],
-        encoder_embed_dim=HIDDEN, encoder_projection_dropout=0.0, encoder_pos_conv_kernel=v["pos_kernel"],
-        encoder_pos_conv_groups=4, encoder_num_layers=LAYERS, encoder_num_heads=HEADS,
-        encoder_attention_dropout=0.0, encoder_ff_interm_features=FFN, encoder_ff_interm_dropout=0.0,
-        encoder_dropout=0.0, encoder_layer_norm_first=v["stable"], encoder_layer_drop=0.0, aux_num_out=None)
-    head = torch.nn.ModuleDict({"projector": torch.nn.Linear(HIDDEN, PROJ),
-                                "classifier": torch.nn.Linear(PROJ, LABELS)})
-    layer_weights = torch.nn.Parameter(torch.randn(LAYERS + 1)) if v["weighted_sum"] else None
+def build_random(v):
+    model, head = build(hf_config(v), dropout=False)
     # Randomise everything, norms and biases included, so a swapped or skipped tensor shows.
     with torch.no_grad():
-        for name, p in list(model.named_parameters()) + list(head.named_parameters()):
+        for name, p in named_parameters(model, head).items():
             if name.endswith("weight_g"):
                 p.copy_(0.5 + torch.rand_like(p))
             elif "norm" in name and name.endswith("weight"):
@@ -84,69 +70,7 @@ def build(v):
             else:
                 fan_in = p[0].numel() if p.dim() > 1 else p.numel()
                 p.copy_(torch.randn_like(p) / fan_in ** 0.5)
-    return model.eval(), head.eval(), layer_weights
-
-
-def hidden_states(model, waves, lengths):
-    """transformers' hidden_states tuple, computed from torchaudio's own modules."""
-    x, frame_lengths = model.feature_extractor(waves, lengths)
-    x, mask = model.encoder._preprocess(x, frame_lengths)
-    t = model.encoder.transformer
-    x = t._preprocess(x)  # pos conv (+ LayerNorm for post-LN)
-    states = [x]
-    for layer in t.layers:
-        x = layer(x, mask)
-        states.append(x)
-    if not t.layer_norm_first:  # stable models: the final LayerNorm after the stack
-        states[-1] = t.layer_norm(states[-1])
-    return states, frame_lengths
-
-
-def classify(model, head, layer_weights, waves, lengths):
-    states, frame_lengths = hidden_states(model, waves, lengths)
-    if layer_weights is not None:
-        w = torch.softmax(layer_weights, dim=-1)
-        h = (torch.stack(states, dim=1) * w.view(-1, 1, 1)).sum(dim=1)
-    else:
-        h = states[-1]
-    h = head["projector"](h)
-    if frame_lengths is None:
-        pooled = h.mean(dim=1)
-    else:
-        valid = torch.arange(h.shape[1])[None, :] < frame_lengths[:, None]
-        h = h.masked_fill(~valid[..., None], 0.0)
-        pooled = h.sum(dim=1) / valid.sum(dim=1, keepdim=True)
-    return head["classifier"](pooled)
-
-
-def hf_key(name, naming):
-    """transformers' name for a torchaudio parameter ("head." marks the classification head)."""
-    if name.startswith("head."):
-        return name[len("head."):]
-    if name == "layer_weights":
-        return name
-    if name.startswith("encoder.feature_projection."):
-        key = "hubert.feature_projection." + name[len("encoder.feature_projection."):]
-    elif name.startswith("encoder.transformer."):
-        key = "hubert.encoder." + name[len("encoder.transformer."):]
-    else:
-        key = "hubert." + name
-    if naming == "parametrizations":
-        key = key.replace("conv.weight_g", "conv.parametrizations.weight.original0")
-        key = key.replace("conv.weight_v", "conv.parametrizations.weight.original1")
-    return key
-
-
-def hf_state_dict_from(tensors, naming):
-    return {hf_key(name, naming): t.detach() for name, t in tensors.items()}
-
-
-def hf_state_dict(model, head, layer_weights, naming):
-    tensors = dict(model.named_parameters())
-    tensors.update({"head." + k: p for k, p in head.named_parameters()})
-    if layer_weights is not None:
-        tensors["layer_weights"] = layer_weights
-    return hf_state_dict_from(tensors, naming)
+    return model.eval(), head.eval()
 
 
 def hf_config(v):
@@ -167,13 +91,52 @@ def hf_config(v):
     }
 
 
+def hf_no_decay(model, head):
+    """transformers' Trainer rule: no weight decay on biases and LayerNorm parameters."""
+    norms = {id(p) for m in list(model.modules()) + list(head.modules())
+             if isinstance(m, torch.nn.LayerNorm) for p in m.parameters(recurse=False)}
+    return {name for name, p in named_parameters(model, head).items()
+            if name.endswith("bias") or id(p) in norms}
+
+
+def train_steps(model, head, padded, lengths, labels):
+    """TRAIN_STEPS optimizer steps on the padded batch with the recipe in TRAIN_STEP (dropout off,
+    constant lr, clipping at half the first gradient norm), in float64: the clipped gradients
+    of the first step and the parameters after each (tensors), and the recipe with the loss and
+    gradient norm of each step (for reference.json)."""
+    model64, head64 = copy.deepcopy(model).double().train(), copy.deepcopy(head).double().train()
+    params = named_parameters(model64, head64)
+    no_decay = hf_no_decay(model64, head64)
+    groups = [{"params": [p for n, p in params.items() if n not in no_decay],
+               "weight_decay": TRAIN_STEP["weight_decay"]},
+              {"params": [p for n, p in params.items() if n in no_decay], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=TRAIN_STEP["learning_rate"], betas=(0.9, 0.999), eps=1e-8)
+    out, losses, norms, max_norm = {}, [], [], None
+    for step in range(TRAIN_STEPS):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(classify(model64, head64, padded.double(), lengths),
+                                                 torch.tensor(labels))
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(list(params.values()), float("inf")).item()
+        if max_norm is None:
+            max_norm = norm / 2  # half the first step's norm: clipping is always active
+        torch.nn.utils.clip_grad_norm_(list(params.values()), max_norm)
+        if step == 0:
+            out.update({"clipped_grad." + hf_key(n): p.grad.clone() for n, p in params.items()})
+        opt.step()
+        losses.append(loss.item())
+        norms.append(norm)
+        out.update({f"step{step + 1}." + k: t.clone() for k, t in hf_state_dict(model64, head64).items()})
+    return out, dict(TRAIN_STEP, max_grad_norm=max_norm, losses=losses, grad_norms=norms)
+
+
 def main():
     out_dir = sys.argv[1]
     torch.manual_seed(1234)
     for name, v in VARIANTS.items():
         folder = os.path.join(out_dir, name)
         os.makedirs(folder, exist_ok=True)
-        model, head, layer_weights = build(v)
+        model, head = build_random(v)
         waves = [torch.randn(n) * 0.5 for n in LENGTHS]
         padded = torch.zeros(len(LENGTHS), max(LENGTHS))
         for i, w in enumerate(waves):
@@ -182,10 +145,10 @@ def main():
         with torch.no_grad():
             ref = {
                 "input_padded": padded,
-                "single_0": classify(model, head, layer_weights, waves[0][None], None),
-                "single_1": classify(model, head, layer_weights, waves[1][None], None),
-                "padded_masked": classify(model, head, layer_weights, padded, lengths),
-                "padded_unmasked": classify(model, head, layer_weights, padded, None),
+                "single_0": classify(model, head, waves[0][None], None),
+                "single_1": classify(model, head, waves[1][None], None),
+                "padded_masked": classify(model, head, padded, lengths),
+                "padded_unmasked": classify(model, head, padded, None),
             }
         write_safetensors(ref, os.path.join(folder, "reference.safetensors"))
         # Training parity: the backward pass through every module, padding mask included. In
@@ -193,24 +156,22 @@ def main():
         # differs from the input's, which torchaudio's feature encoder and positional conv hit.
         labels = [0, 2]
         model64, head64 = copy.deepcopy(model).double(), copy.deepcopy(head).double()
-        weights64 = None if layer_weights is None else layer_weights.detach().double().requires_grad_()
-        loss = torch.nn.functional.cross_entropy(
-            classify(model64, head64, weights64, padded.double(), lengths), torch.tensor(labels))
-        params = dict(model64.named_parameters())
-        params.update({"head." + k: p for k, p in head64.named_parameters()})
-        grads = torch.autograd.grad(loss, list(params.values()) + ([weights64] if weights64 is not None else []))
-        grad_of = dict(zip(list(params), grads))
-        if layer_weights is not None:
-            grad_of["layer_weights"] = grads[-1]
-        write_safetensors(hf_state_dict_from(grad_of, "weight_g"), os.path.join(folder, "gradients.safetensors"))
+        loss = torch.nn.functional.cross_entropy(classify(model64, head64, padded.double(), lengths),
+                                                 torch.tensor(labels))
+        params = named_parameters(model64, head64)
+        grads = torch.autograd.grad(loss, list(params.values()))
+        write_safetensors(hf_state_dict_from(dict(zip(params, grads))),
+                          os.path.join(folder, "gradients.safetensors"))
+        steps, recipe = train_steps(model, head, padded, lengths, labels)
+        write_safetensors(steps, os.path.join(folder, "train_steps.safetensors"))
         with open(os.path.join(folder, "reference.json"), "w") as f:
-            json.dump({"lengths": LENGTHS, "labels": labels}, f)
+            json.dump({"lengths": LENGTHS, "labels": labels, "train_steps": recipe}, f)
         with open(os.path.join(folder, "config.json"), "w") as f:
             json.dump(hf_config(v), f, indent=2)
         with open(os.path.join(folder, "preprocessor_config.json"), "w") as f:
             json.dump({"do_normalize": True, "feature_size": 1, "padding_side": "right", "padding_value": 0.0,
                        "return_attention_mask": v["mode"] == "layer_norm", "sampling_rate": 16000}, f)
-        state = hf_state_dict(model, head, layer_weights, v["weight_norm_naming"])
+        state = hf_state_dict(model, head, v["weight_norm_naming"])
         if v["file"] == "bin":
             torch.save(state, os.path.join(folder, "pytorch_model.bin"))
         else:

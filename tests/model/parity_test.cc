@@ -17,6 +17,7 @@
 #include "worker/model/checkpoint.h"
 #include "worker/model/device.h"
 #include "worker/model/safetensors.h"
+#include "worker/train/trainer.h"
 
 namespace ftune::model {
 namespace {
@@ -153,6 +154,108 @@ TEST_P(ParityTest, Bf16AutocastGradientsTrackTheReference) {
     if (error > worst) worst = error, worst_name = item.key();
   }
   EXPECT_LT(worst, 0.08) << "relative gradient error at " << worst_name;
+}
+
+class DiscardingSink : public train::EventSink {
+ public:
+  void Emit(ftune::v1::JobEvent) override {}
+};
+
+// The trainer's optimizer steps against torch's on identical weights and batch: fp32, dropout
+// off, AdamW with weight decay (none on biases and LayerNorms, as transformers' Trainer) and
+// clipping at half the first gradient norm, two steps at a constant learning rate. The loss,
+// the gradient norm, every clipped gradient of step 1 and every parameter after each step.
+TEST_P(ParityTest, TrainingStepsMatchTorch) {
+  const std::string folder = Folder(GetParam());
+  auto loaded = LoadModel(folder, {}, 1);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  auto ref = ReadSafetensors(folder + "/reference.safetensors");
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  auto steps = ReadSafetensors(folder + "/train_steps.safetensors");
+  ASSERT_TRUE(steps.ok()) << steps.status();
+  std::ifstream meta_file(folder + "/reference.json");
+  const auto meta = nlohmann::json::parse(meta_file);
+  const auto& recipe = meta.at("train_steps");
+
+  // The same weights in a model without dropout.
+  HubertConfig config = loaded->config;
+  config.hidden_dropout = config.attention_dropout = config.activation_dropout = 0;
+  config.feat_proj_dropout = config.layerdrop = 0;
+  LoadedModel model;
+  model.config = config;
+  model.preprocessor = loaded->preprocessor;
+  model.model = HubertForSequenceClassification(config);
+  ASSERT_TRUE(LoadStateDict(model.model, StateDict(loaded->model), {}, nullptr).ok());
+
+  train::TrainerConfig tc;
+  tc.epochs = 1;
+  tc.batch_size = 2;
+  tc.learning_rate = recipe.at("learning_rate").get<double>();
+  tc.weight_decay = recipe.at("weight_decay").get<double>();
+  tc.max_grad_norm = recipe.at("max_grad_norm").get<double>();
+  tc.schedule = train::ScheduleKind::kConstant;
+  tc.precision = train::RequestedPrecision::kFp32;
+  tc.freeze_feature_encoder_set = true;
+  tc.freeze_feature_encoder = false;
+  tc.device = "cpu";
+  tc.output_dir = ftune::testing::MakeTempDir("step_parity");
+  data::Dataset dataset;
+  dataset.labels = config.id2label;
+  dataset.train.push_back(data::Clip{"unused.wav", 0, "", 1.0});
+  data::AudioCache cache;
+  DiscardingSink sink;
+  train::CancelToken cancel;
+  auto trainer = train::Trainer::Create(tc, std::move(model), dataset, &cache, &sink, &cancel);
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+
+  data::Batch batch;
+  batch.audio = ref->at("input_padded");
+  batch.lengths = torch::tensor(meta.at("lengths").get<std::vector<int64_t>>());
+  batch.labels = torch::tensor(meta.at("labels").get<std::vector<int64_t>>());
+  batch.clip_indices = {0, 1};
+  auto& m = (*trainer)->model();
+  double max_grad = 0;
+  for (const auto& [key, t] : *steps) {
+    if (key.rfind("clipped_grad.", 0) == 0) max_grad = std::max(max_grad, t.abs().max().item<double>());
+  }
+  for (int step = 1; step <= 2; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    auto stats = (*trainer)->TrainStep({batch});
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    ASSERT_TRUE(stats->taken);
+    const double want_loss = recipe.at("losses")[step - 1].get<double>();
+    const double want_norm = recipe.at("grad_norms")[step - 1].get<double>();
+    EXPECT_NEAR(stats->loss, want_loss, 1e-5 * std::max(1.0, want_loss));
+    EXPECT_NEAR(stats->grad_norm, want_norm, 1e-4 * want_norm);
+    const double clip = std::min(1.0, tc.max_grad_norm / (stats->grad_norm + 1e-6));
+    if (step == 1) EXPECT_LT(clip, 0.6);  // clipping is active
+    int compared = 0;
+    for (const auto& item : m->named_parameters()) {
+      if (step == 1) {
+        const torch::Tensor& want = steps->at("clipped_grad." + item.key());
+        ASSERT_TRUE(item.value().grad().defined()) << item.key() << " got no gradient";
+        const double scale = std::max(1e-3, want.abs().max().item<double>());
+        const double diff = (item.value().grad() * clip - want).abs().max().item<double>();
+        EXPECT_LT(diff, 1e-4 * scale) << "clipped gradient of " << item.key();
+      }
+      // An Adam step moves each weight by about the learning rate whatever its gradient's
+      // size, so a wrong update shows at that scale. Where the true gradient is zero or
+      // nearly (k_proj.bias: softmax ignores a shift shared by all keys; a conv bias before a
+      // per-channel GroupNorm; cancellations) float32 gradients are rounding noise and the
+      // update's sign is noise too: those elements are only held to the step's bound.
+      const torch::Tensor grad = steps->at("clipped_grad." + item.key()).abs();
+      const torch::Tensor well_conditioned =
+          grad >= std::max(1e-3 * grad.max().item<double>(), 1e-5 * max_grad);
+      const torch::Tensor& want = steps->at("step" + std::to_string(step) + "." + item.key());
+      const torch::Tensor diff = (item.value().detach() - want).abs();
+      const double max_diff =
+          (diff * well_conditioned.to(diff.scalar_type())).max().item<double>();
+      EXPECT_LT(max_diff, 1e-2 * tc.learning_rate) << "parameter " << item.key();
+      EXPECT_LT(diff.max().item<double>(), 2.1 * step * tc.learning_rate) << item.key();
+      ++compared;
+    }
+    EXPECT_EQ(compared, static_cast<int>(steps->size() / 3));
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, ParityTest,

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <set>
@@ -201,7 +202,7 @@ struct Trainer::State {
   }
 
   // Unscale, check, clip, step (or skip), advance the schedule.
-  void OptimizerStep() {
+  StepResult OptimizerStep() {
     const double lr = schedule->LrAt(step);
     for (auto& group : optimizer->param_groups()) {
       static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
@@ -211,6 +212,29 @@ struct Trainer::State {
     ++step;
     last_lr = lr;
     last_grad_norm = result.grad_norm;
+    return result;
+  }
+
+  // One optimizer step over an accumulation window of `micro_batches` batches holding
+  // `window_samples` clips, pulled in order from `next`. Each micro-batch's loss is weighted
+  // by its share of the window's samples, so any split of the same clips gives the same
+  // gradient (also for an epoch's last, shorter window).
+  absl::StatusOr<Trainer::StepStats> Step(
+      int64_t micro_batches, int64_t window_samples,
+      const std::function<absl::StatusOr<data::Batch>()>& next, FeatureCache* features) {
+    ClearGradients();
+    Trainer::StepStats stats;
+    for (int64_t i = 0; i < micro_batches; ++i) {
+      ASSIGN_OR_RETURN(data::Batch batch, next());
+      const int64_t n = batch.labels.size(0);
+      const double weight = static_cast<double>(n) / static_cast<double>(window_samples);
+      stats.loss += ForwardBackward(batch, weight, features) * weight;
+      samples_since_log += n;
+    }
+    const StepResult result = OptimizerStep();
+    stats.grad_norm = result.grad_norm;
+    stats.taken = result.taken;
+    return stats;
   }
 
   void EmitProgress(int epoch_1based) {
@@ -516,24 +540,19 @@ struct Trainer::State {
     model()->train();
     const int accum = config.grad_accum;
     while (batch_in_epoch < nb) {
-      // The window of micro-batches that makes this optimizer step; the loss of each is
-      // weighted by its share of the window's samples, so any split of the same clips gives
-      // the same gradient (also for an epoch's last, shorter window).
+      // The window of micro-batches that makes this optimizer step.
       const int64_t window_end = std::min<int64_t>(nb, (batch_in_epoch / accum + 1) * accum);
       int64_t window_samples = 0;
       for (int64_t b = batch_in_epoch; b < window_end; ++b) window_samples += TrainBatchSize(b);
-      ClearGradients();
-      double window_loss = 0;
-      for (; batch_in_epoch < window_end; ++batch_in_epoch) {
+      auto next = [&]() -> absl::StatusOr<data::Batch> {
         ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader.Next());
         if (!batch) return absl::InternalError("batch loader ended before its last batch");
-        const int64_t n = batch->labels.size(0);
-        const double weight = static_cast<double>(n) / static_cast<double>(window_samples);
-        window_loss += ForwardBackward(*batch, weight, features) * weight;
-        samples_since_log += n;
-      }
-      OptimizerStep();
-      loss_since_log += window_loss;
+        ++batch_in_epoch;
+        return *std::move(batch);
+      };
+      ASSIGN_OR_RETURN(Trainer::StepStats stats,
+                       Step(window_end - batch_in_epoch, window_samples, next, features));
+      loss_since_log += stats.loss;
       ++steps_since_log;
       const bool epoch_done = batch_in_epoch == nb;
       const int epoch_1based = epoch + 1;
@@ -767,8 +786,8 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   return result;
 }
 
-absl::StatusOr<double> Trainer::TrainStepForBench(const std::vector<data::Batch>& batches,
-                                                  bool reuse_features) {
+absl::StatusOr<Trainer::StepStats> Trainer::TrainStep(const std::vector<data::Batch>& batches,
+                                                      bool reuse_features) {
   State& s = *s_;
   if (batches.empty()) return absl::InvalidArgumentError("no batches");
   if (reuse_features && !s.cnn_frozen) {
@@ -779,16 +798,11 @@ absl::StatusOr<double> Trainer::TrainStepForBench(const std::vector<data::Batch>
     int64_t samples = 0;
     for (const auto& b : batches) samples += b.labels.size(0);
     s.model()->train();
-    s.ClearGradients();
-    double loss = 0;
-    for (const auto& b : batches) {
-      const double weight = static_cast<double>(b.labels.size(0)) / samples;
-      loss += s.ForwardBackward(b, weight, features) * weight;
-    }
-    s.OptimizerStep();
-    return loss;
+    size_t i = 0;
+    return s.Step(static_cast<int64_t>(batches.size()), samples,
+                  [&]() -> absl::StatusOr<data::Batch> { return batches[i++]; }, features);
   } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("bench step: ", e.what_without_backtrace()));
+    return absl::InternalError(absl::StrCat("training step: ", e.what_without_backtrace()));
   }
 }
 

@@ -70,11 +70,18 @@ class Trainer {
   // The model being trained (for tests and benchmarks).
   model::HubertForSequenceClassification& model();
 
-  // Benchmark hook: one optimizer step over `batches` (grad_accum micro-batches), timing
-  // nothing itself. Returns the mean loss. `reuse_features`: go through the frozen feature
-  // encoder's cache as epochs 2+ do (FailedPrecondition when the encoder is trainable).
-  absl::StatusOr<double> TrainStepForBench(const std::vector<data::Batch>& batches,
-                                           bool reuse_features = false);
+  // One optimizer step over `batches` (the micro-batches of one accumulation window) exactly
+  // as a job takes it, at the schedule's current learning rate; for benchmarks and step
+  // parity tests. The gradients stay on the parameters until the next step (unscaled,
+  // unclipped). `reuse_features`: go through the frozen feature encoder's cache as epochs 2+
+  // do (FailedPrecondition when the encoder is trainable).
+  struct StepStats {
+    double loss = 0;       // mean over the window's samples
+    double grad_norm = 0;  // before clipping; inf when the step was skipped
+    bool taken = false;    // false: skipped on inf/NaN gradients (loss scaling)
+  };
+  absl::StatusOr<StepStats> TrainStep(const std::vector<data::Batch>& batches,
+                                      bool reuse_features = false);
 
  private:
   struct State;
