@@ -5,8 +5,9 @@
 
 #include "client/commands.h"
 #include "client/output.h"
-#include "common/job_spec_flags.h"
 #include "common/grpc_status.h"
+#include "common/job_spec.h"
+#include "common/job_spec_flags.h"
 
 namespace ftune::ctl {
 
@@ -43,7 +44,7 @@ int Submit(Ctl* ctl, const SubmitFlags& flags) {
     std::cerr << (response.created() ? "submitted job " : "already submitted as job ") << job.id()
               << " (" << JobStateName(job.state()) << ")";
     if (!flags.watch) std::cerr << "; follow it with: ftctl watch " << job.id();
-    std::cerr << "\n";
+    std::cerr << "\n" << DescribeRecipe(*spec) << "\n";
   }
   if (!flags.watch) return kExitOk;
   return RunWatch(*ctl, job.id(), 0, flags.json);

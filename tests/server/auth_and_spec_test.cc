@@ -84,10 +84,11 @@ TEST(JobSpecTest, WithDefaultsWritesEveryDefaultAndKeepsExplicitValues) {
   spec.mutable_training()->set_max_grad_norm(0);
   const ftune::v1::JobSpec full = WithDefaults(spec);
   const auto& t = full.training();
-  EXPECT_EQ(t.epochs(), 3u);
+  EXPECT_EQ(t.epochs(), 20u);  // the from-scratch recipe of a preset
   EXPECT_EQ(t.batch_size(), 4u);
   EXPECT_EQ(t.grad_accum(), 1u);
-  EXPECT_DOUBLE_EQ(t.learning_rate(), 5e-5);
+  EXPECT_DOUBLE_EQ(t.learning_rate(), 1e-3);
+  EXPECT_DOUBLE_EQ(t.warmup_ratio(), 0.1);
   EXPECT_DOUBLE_EQ(t.max_grad_norm(), 0);  // explicit 0 = no clipping, kept
   EXPECT_FALSE(t.freeze_feature_encoder());
   EXPECT_EQ(t.seed(), 42u);
@@ -103,6 +104,54 @@ TEST(JobSpecTest, WithDefaultsWritesEveryDefaultAndKeepsExplicitValues) {
   ftune::v1::JobSpec default_free = server::testing::ValidSpec();
   default_free.mutable_training()->set_freeze_feature_encoder(true);
   EXPECT_TRUE(WithDefaults(default_free).training().freeze_feature_encoder());
+}
+
+// A checkpoint folder is fine-tuned with Hugging Face Trainer's defaults, a preset trained from
+// scratch with its own recipe; explicit values win over either.
+TEST(JobSpecTest, RecipeByModelKind) {
+  ftune::v1::JobSpec folder = server::testing::ValidSpec();
+  folder.set_model("/models/hubert-base-ls960");
+  const auto fine_tune = WithDefaults(folder).training();
+  EXPECT_EQ(fine_tune.epochs(), 3u);
+  EXPECT_DOUBLE_EQ(fine_tune.learning_rate(), 5e-5);
+  EXPECT_DOUBLE_EQ(fine_tune.warmup_ratio(), 0);
+  EXPECT_FALSE(fine_tune.has_freeze_feature_encoder());  // the trainer decides by model
+  EXPECT_STREQ(RecipeFor(folder.model()).name, "fine-tune");
+  EXPECT_TRUE(RecipeFor(folder.model()).freeze_feature_encoder);
+
+  for (const std::string& preset : ModelPresetNames()) {
+    ftune::v1::JobSpec spec = server::testing::ValidSpec();
+    spec.set_model(preset);
+    spec.mutable_training()->set_epochs(5);
+    const auto scratch = WithDefaults(spec).training();
+    EXPECT_EQ(scratch.epochs(), 5u) << preset;
+    EXPECT_DOUBLE_EQ(scratch.learning_rate(), 1e-3) << preset;
+    EXPECT_STREQ(RecipeFor(preset).name, "from-scratch");
+    EXPECT_FALSE(RecipeFor(preset).freeze_feature_encoder);
+  }
+}
+
+TEST(JobSpecTest, DescribeRecipeNamesTheRecipeAndWhatTheJobSets) {
+  ftune::v1::JobSpec spec = server::testing::ValidSpec();
+  EXPECT_EQ(DescribeRecipe(spec),
+            "from-scratch recipe (random-init preset 'tiny'): 20 epochs, learning_rate 0.001, "
+            "warmup_ratio 0.1, linear decay, feature encoder trained");
+  // The same after the controller filled the defaults in: nothing differs from the recipe.
+  EXPECT_EQ(DescribeRecipe(WithDefaults(spec)), DescribeRecipe(spec));
+  spec.mutable_training()->set_epochs(8);
+  spec.mutable_training()->set_learning_rate(5e-4);
+  spec.mutable_training()->set_schedule(ftune::v1::LR_SCHEDULE_COSINE);
+  spec.mutable_training()->set_freeze_feature_encoder(true);
+  EXPECT_EQ(DescribeRecipe(spec),
+            "from-scratch recipe (random-init preset 'tiny'): 20 epochs, learning_rate 0.001, "
+            "warmup_ratio 0.1, linear decay, feature encoder trained; set by the job: epochs 8, "
+            "learning_rate 0.0005, schedule cosine, freeze_feature_encoder true");
+  spec.set_model("/models/ser");
+  spec.clear_training();
+  spec.mutable_training()->set_warmup_steps(100);
+  EXPECT_EQ(DescribeRecipe(spec),
+            "fine-tune recipe (checkpoint folder): 3 epochs, learning_rate 5e-05, warmup_ratio 0, "
+            "linear decay, feature encoder frozen; set by the job: warmup_steps 100");
 }
 
 TEST(JobSpecTest, DeviceNames) {

@@ -37,9 +37,12 @@ TEST(CmdTrainTest, JsonEventsThenSummary) {
   ASSERT_TRUE(run.ok()) << run.status();
   EXPECT_EQ(run->exit_code, 0) << run->out;
   std::vector<nlohmann::json> lines = JsonLines(run->out);
-  ASSERT_GE(lines.size(), 3u);
-  EXPECT_TRUE(lines.front().contains("dataset_summary")) << lines.front().dump();
-  EXPECT_EQ(lines.front()["seq"], "1");  // int64 is a string in protobuf JSON
+  ASSERT_GE(lines.size(), 4u);
+  // The recipe that applied, then the dataset.
+  EXPECT_EQ(lines[0]["seq"], "1");  // int64 is a string in protobuf JSON
+  EXPECT_EQ(lines[0]["log"]["message"].get<std::string>().rfind("from-scratch recipe", 0), 0u)
+      << lines[0].dump();
+  EXPECT_TRUE(lines[1].contains("dataset_summary")) << lines[1].dump();
   int progress = 0, evals = 0;
   for (const auto& l : lines) {
     progress += l.contains("train_progress");

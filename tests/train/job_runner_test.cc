@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "tests/support/process.h"
 #include "tests/train/synthetic.h"
@@ -45,9 +46,16 @@ TEST(JobRunnerTest, RunsAJobToSuccess) {
   CancelToken cancel;
   JobRunResult result = MakeFineTuneRunner({})->Run(job, "cpu", &sink, &cancel);
   EXPECT_EQ(result.outcome, ftune::v1::JOB_OUTCOME_SUCCEEDED) << result.error;
-  ASSERT_FALSE(sink.events.empty());
-  EXPECT_TRUE(sink.events.front().has_dataset_summary());
-  EXPECT_EQ(sink.events.front().dataset_summary().labels_size(), 3);
+  ASSERT_GE(sink.events.size(), 2u);
+  // First the recipe that filled the unset fields, then what the dataset holds.
+  EXPECT_TRUE(sink.events[0].has_log());
+  EXPECT_EQ(sink.events[0].log().message().rfind("from-scratch recipe (random-init preset 'tiny')", 0), 0u)
+      << sink.events[0].log().message();
+  // Its learning rate is the recipe's own; only the epochs differ.
+  EXPECT_TRUE(absl::EndsWith(sink.events[0].log().message(), "set by the job: epochs 2"))
+      << sink.events[0].log().message();
+  EXPECT_TRUE(sink.events[1].has_dataset_summary());
+  EXPECT_EQ(sink.events[1].dataset_summary().labels_size(), 3);
   EXPECT_EQ(result.best_metric_name, "accuracy");
   EXPECT_TRUE(CheckpointManager::IsComplete(result.best_checkpoint));
   EXPECT_TRUE(CheckpointManager::IsComplete(result.last_checkpoint));

@@ -13,8 +13,10 @@ ftune::v1::JobSpec MinimalSpec() {
   return spec;
 }
 
-TEST(TrainerConfigTest, UnsetFieldsTakeHuggingFaceDefaults) {
-  auto c = ResolveTrainerConfig(MinimalSpec());
+TEST(TrainerConfigTest, UnsetFieldsOfAFolderTakeHuggingFaceDefaults) {
+  ftune::v1::JobSpec spec = MinimalSpec();
+  spec.set_model("/models/hubert-base-ls960");
+  auto c = ResolveTrainerConfig(spec);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->epochs, 3);
   EXPECT_EQ(c->batch_size, 8);
@@ -36,6 +38,17 @@ TEST(TrainerConfigTest, UnsetFieldsTakeHuggingFaceDefaults) {
   EXPECT_EQ(c->log_every_steps, 10);
   EXPECT_EQ(c->device, "auto");
   EXPECT_EQ(c->output_dir, "/out");
+}
+
+TEST(TrainerConfigTest, UnsetFieldsOfAPresetTakeTheFromScratchRecipe) {
+  auto c = ResolveTrainerConfig(MinimalSpec());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->epochs, 20);
+  EXPECT_DOUBLE_EQ(c->learning_rate, 1e-3);
+  EXPECT_DOUBLE_EQ(c->warmup_ratio, 0.1);
+  EXPECT_EQ(c->schedule, ScheduleKind::kLinear);
+  EXPECT_EQ(c->batch_size, 8);
+  EXPECT_FALSE(c->freeze_feature_encoder_set);  // trainable: the trainer knows it is a preset
 }
 
 TEST(TrainerConfigTest, ExplicitValuesWin) {

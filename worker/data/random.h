@@ -2,6 +2,7 @@
 // platform and standard library (std::shuffle and std::uniform_int_distribution are not).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <utility>
 #include <vector>

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/job_spec.h"
 #include "common/status_macros.h"
 #include "worker/model/safetensors.h"
 
@@ -87,11 +88,6 @@ absl::Status NormalizeWeightNorm(std::map<std::string, torch::Tensor>& tensors) 
     tensors.erase(plain);
   }
   return absl::OkStatus();
-}
-
-bool IsPreset(const std::string& name) {
-  auto names = PresetNames();
-  return std::find(names.begin(), names.end(), name) != names.end();
 }
 
 }  // namespace
@@ -189,9 +185,9 @@ absl::StatusOr<LoadedModel> LoadModel(const std::string& preset_or_dir,
     const fs::path dir(preset_or_dir);
     std::error_code ec;
     if (!fs::is_directory(dir, ec)) {
-      if (!IsPreset(preset_or_dir)) {
+      if (!IsModelPreset(preset_or_dir)) {
         return absl::NotFoundError("'" + preset_or_dir + "' is neither a model folder nor a preset (" +
-                                   absl::StrJoin(PresetNames(), ", ") + ")");
+                                   absl::StrJoin(ModelPresetNames(), ", ") + ")");
       }
       if (labels.empty()) {
         return absl::InvalidArgumentError("preset '" + preset_or_dir + "' needs a label set");

@@ -69,10 +69,10 @@ struct HubertConfig {
   nlohmann::json ToJson() const;  // HF-compatible config.json content
 };
 
-// tiny | hubert-base | hubert-large (facebook/hubert-base-ls960, facebook/hubert-large-ll60k).
-// The preset's id2label is empty; callers set the labels.
+// The architecture of a preset (common/job_spec.h ModelPresetNames): tiny, hubert-base or
+// hubert-large (facebook/hubert-base-ls960, facebook/hubert-large-ll60k). The preset's
+// id2label is empty; callers set the labels.
 absl::StatusOr<HubertConfig> PresetConfig(const std::string& name);
-std::vector<std::string> PresetNames();
 
 struct PreprocessorConfig {
   bool do_normalize = true;

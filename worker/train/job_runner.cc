@@ -37,10 +37,9 @@ JobRunResult FromError(const absl::Status& status) {
   return result;
 }
 
+// A folder named like a preset is a folder.
 bool IsPreset(const std::string& model) {
-  const auto names = model::PresetNames();
-  return std::find(names.begin(), names.end(), model) != names.end() &&
-         !std::filesystem::is_directory(model);
+  return IsModelPreset(model) && !std::filesystem::is_directory(model);
 }
 
 class FineTuneRunner : public JobRunner {
@@ -61,6 +60,12 @@ class FineTuneRunner : public JobRunner {
     if (absl::Status s = ValidateJobSpec(spec); !s.ok()) return s;
     absl::StatusOr<TrainerConfig> config = ResolveTrainerConfig(spec);
     if (!config.ok()) return config.status();
+    {
+      ftune::v1::JobEvent event;
+      event.mutable_log()->set_level(ftune::v1::LOG_LEVEL_INFO);
+      event.mutable_log()->set_message(DescribeRecipe(spec));
+      sink->Emit(std::move(event));
+    }
     if (!device.empty()) config->device = device;
     if (config->threads == 0) config->threads = options_.default_threads;
     config->loader_threads = options_.loader_threads;

@@ -4,6 +4,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/job_spec.h"
 
 namespace ftune::train {
 
@@ -19,7 +20,9 @@ const char* BestMetricName(BestMetric metric) {
   return "accuracy";
 }
 
-absl::StatusOr<TrainerConfig> ResolveTrainerConfig(const ftune::v1::JobSpec& spec) {
+absl::StatusOr<TrainerConfig> ResolveTrainerConfig(const ftune::v1::JobSpec& job_spec) {
+  // The recipe for the model kind fills what the job leaves unset.
+  const ftune::v1::JobSpec spec = WithDefaults(job_spec);
   const ftune::v1::TrainingConfig& t = spec.training();
   TrainerConfig c;
   if (t.epochs() > 0) c.epochs = static_cast<int>(t.epochs());

@@ -65,8 +65,9 @@ struct TrainerConfig {
   std::string output_dir;
 };
 
-// Resolves a JobSpec's training section (and device/threads/output_dir) into a TrainerConfig,
-// rejecting impossible values with InvalidArgument naming the field.
+// Resolves a JobSpec's training section (and device/threads/output_dir) into a TrainerConfig:
+// unset fields take the recipe for the model kind (common/job_spec.h RecipeFor), impossible
+// values are InvalidArgument naming the field.
 absl::StatusOr<TrainerConfig> ResolveTrainerConfig(const ftune::v1::JobSpec& spec);
 
 // Optimizer steps in one epoch of `num_batches` forward passes: the last partial
