@@ -19,7 +19,8 @@ void Put32(std::ofstream& out, uint32_t v) {
 
 }  // namespace
 
-void WriteToneWav(const std::string& path, double hz, double seconds, unsigned seed) {
+void WriteToneWav(const std::string& path, double hz, double seconds, unsigned seed,
+                  double glide) {
   const int rate = 16000;
   const uint32_t n = static_cast<uint32_t>(seconds * rate);
   std::mt19937 rng(seed);
@@ -40,8 +41,19 @@ void WriteToneWav(const std::string& path, double hz, double seconds, unsigned s
   Put16(out, 16);
   out.write("data", 4);
   Put32(out, n * 2);
+  // Exponential glide: f(t) = f0 * glide^(t / seconds); the phase is its integral.
+  const double f0 = hz / std::sqrt(glide);
+  const double k = std::log(glide) / seconds;
   for (uint32_t i = 0; i < n; ++i) {
-    double v = 0.5 * std::sin(p0 + 2 * M_PI * hz * i / rate) + noise(rng);
+    const double t = static_cast<double>(i) / rate;
+    double v;
+    if (glide == 1.0) {
+      v = 0.5 * std::sin(p0 + 2 * M_PI * hz * t);
+    } else {
+      const double phase = p0 + 2 * M_PI * f0 * (std::exp(k * t) - 1) / k;
+      v = 0.3 * std::sin(phase) + 0.15 * std::sin(2 * phase) + 0.08 * std::sin(3 * phase);
+    }
+    v += noise(rng);
     v = std::max(-1.0, std::min(1.0, v));
     Put16(out, static_cast<uint16_t>(static_cast<int16_t>(std::lround(v * 32767))));
   }
@@ -57,7 +69,8 @@ data::Dataset MakeToneDataset(const std::string& dir, const ToneSetOptions& opti
     dataset.labels.push_back(label);
     for (int i = 0; i < options.train_per_class + options.eval_per_class; ++i) {
       const std::string path = dir + "/" + label + "/" + std::to_string(i) + ".wav";
-      WriteToneWav(path, options.class_hz[c] * (1 + jitter(rng)), options.seconds, seed++);
+      const double glide = c < options.class_glide.size() ? options.class_glide[c] : 1.0;
+      WriteToneWav(path, options.class_hz[c] * (1 + jitter(rng)), options.seconds, seed++, glide);
       data::Clip clip{path, static_cast<int>(c), "", options.seconds};
       (i < options.train_per_class ? dataset.train : dataset.eval).push_back(clip);
     }

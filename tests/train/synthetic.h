@@ -1,4 +1,5 @@
-// Synthetic labelled audio for trainer tests: tones whose class is their pitch.
+// Synthetic labelled audio for trainer tests: tones whose class is their pitch, and optionally
+// the direction of a pitch glide.
 #pragma once
 
 #include <string>
@@ -8,11 +9,17 @@
 
 namespace ftune::train::testing {
 
-// Writes a mono 16 kHz 16-bit WAV of a sine at `hz` plus a little noise drawn from `seed`.
-void WriteToneWav(const std::string& path, double hz, double seconds, unsigned seed);
+// Writes a mono 16 kHz 16-bit WAV of a tone centred on `hz` plus a little noise drawn from
+// `seed`. `glide` 1 is a steady sine; otherwise a voiced tone (three harmonics) whose pitch
+// moves by the factor `glide` over the clip, from hz / sqrt(glide) to hz * sqrt(glide), so a
+// rising and a falling glide share their pitches and differ only in their order.
+void WriteToneWav(const std::string& path, double hz, double seconds, unsigned seed,
+                  double glide = 1.0);
 
 struct ToneSetOptions {
   std::vector<double> class_hz = {220, 440, 880};
+  // Per class, the glide factor (empty: all steady).
+  std::vector<double> class_glide;
   int train_per_class = 4;
   int eval_per_class = 2;
   double seconds = 0.5;

@@ -365,6 +365,48 @@ TEST_F(TrainerTest, ResumeRefusesAnotherRecipe) {
   EXPECT_NE(third.result.status().message().find("new output folder"), std::string::npos);
 }
 
+// A broken training step cannot pass this: the tiny preset with the from-scratch recipe, in the
+// precision a job gets here, fits 64 clips of 8 classes to >= 95% accuracy on those clips
+// within a fixed budget of 160 steps, on every seed. The classes pair four pitches with a
+// rising or a falling glide: mean-pooled frame features cannot tell a glide from its
+// reverse, so the encoder itself has to learn temporal context, not just the head.
+TEST_F(TrainerTest, TinyFitsEightClassesOnEverySeed) {
+  ToneSetOptions tones;
+  tones.class_hz = {180, 180, 300, 300, 500, 500, 800, 800};
+  tones.class_glide = {1.6, 1 / 1.6, 1.6, 1 / 1.6, 1.6, 1 / 1.6, 1.6, 1 / 1.6};
+  tones.train_per_class = 8;
+  tones.eval_per_class = 0;
+  tones.seconds = 0.6;
+  data::Dataset dataset = MakeToneDataset(Dir("glides"), tones);
+  dataset.eval = dataset.train;  // accuracy on the training clips, in eval mode
+
+  ftune::v1::JobSpec spec;
+  spec.set_model("tiny");
+  spec.set_output_dir(Dir("unused"));
+  absl::StatusOr<TrainerConfig> recipe = ResolveTrainerConfig(spec);
+  ASSERT_TRUE(recipe.ok()) << recipe.status();
+  for (uint64_t seed : {1, 2, 3}) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    TrainerConfig c = *recipe;
+    c.epochs = 20;  // 8 steps each
+    c.seed = seed;
+    c.device = "cpu";
+    c.eval_every_steps = 8 * c.epochs;  // once, at the end
+    c.log_every_steps = 1000;
+    c.output_dir = Dir("out");
+    auto model = model::LoadModel("tiny", dataset.labels, seed);
+    ASSERT_TRUE(model.ok()) << model.status();
+    TrainerOptions options;
+    options.random_init = true;
+    RunOutput run = Train(c, *std::move(model), dataset, options);
+    ASSERT_TRUE(run.result.ok()) << run.result.status();
+    EXPECT_EQ(run.result->steps, 160);
+    EXPECT_GE(run.result->last_accuracy, 0.95) << "in " << run.result->seconds << " s";
+    std::cout << "seed " << seed << ": accuracy " << run.result->last_accuracy << " in "
+              << run.result->seconds << " s\n";
+  }
+}
+
 // The tiny preset from scratch on pitch classes reaches clearly above chance.
 TEST_F(TrainerTest, ItLearns) {
   ToneSetOptions tones;
