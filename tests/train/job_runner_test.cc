@@ -68,6 +68,82 @@ TEST(JobRunnerTest, RunsAJobToSuccess) {
   EXPECT_TRUE(random_init_note);
 }
 
+bool HasLog(const RecordingSink& sink, const std::string& fragment) {
+  for (const auto& e : sink.events) {
+    if (e.has_log() && e.log().message().find(fragment) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// The path users take with a downloaded facebook/hubert-base-ls960: an ftune checkpoint trained
+// on 4 classes is the "pretrained" model of a job on 8 (the 4 plus 4 new ones). The head is
+// re-initialised for the new label set (said in a log line), the feature encoder is frozen by
+// default, and after the same few epochs it is well ahead of the same job from scratch.
+TEST(JobRunnerTest, FineTuningACheckpointOnMoreLabelsLearnsFasterThanFromScratch) {
+  testing::ToneSetOptions tones;
+  tones.class_hz = {180, 180, 300, 300, 500, 500, 800, 800};
+  tones.class_glide = {1.6, 1 / 1.6, 1.6, 1 / 1.6, 1.6, 1 / 1.6, 1.6, 1 / 1.6};
+  tones.train_per_class = 8;
+  tones.eval_per_class = 4;
+  tones.seconds = 0.6;
+  const std::string eight = ftune::testing::MakeTempDir("eight");
+  testing::MakeToneDataset(eight, tones);
+  testing::ToneSetOptions four = tones;
+  four.class_hz.resize(4);
+  four.class_glide.resize(4);
+  const std::string first = ftune::testing::MakeTempDir("four");
+  testing::MakeToneDataset(first, four);
+
+  auto job = [](const std::string& data, const std::string& model, uint32_t epochs) {
+    ftune::v1::Job job;
+    job.set_id("j");
+    ftune::v1::JobSpec* spec = job.mutable_spec();
+    spec->mutable_dataset()->set_path(data);
+    spec->mutable_dataset()->set_layout(ftune::v1::DATASET_LAYOUT_FOLDERS);
+    spec->set_model(model);
+    spec->set_output_dir(ftune::testing::MakeTempDir("out"));
+    spec->mutable_training()->set_epochs(epochs);
+    spec->mutable_training()->set_learning_rate(1e-3);  // both arms alike
+    spec->mutable_training()->set_warmup_ratio(0.1);
+    return job;
+  };
+  auto run = [](const ftune::v1::Job& job, RecordingSink* sink) {
+    CancelToken cancel;
+    JobRunResult result = MakeFineTuneRunner({})->Run(job, "cpu", sink, &cancel);
+    EXPECT_EQ(result.outcome, ftune::v1::JOB_OUTCOME_SUCCEEDED) << result.error;
+    return result;
+  };
+  RecordingSink pretrain_sink;
+  const JobRunResult pretrained = run(job(first, "tiny", 20), &pretrain_sink);
+  ASSERT_TRUE(CheckpointManager::IsComplete(pretrained.best_checkpoint));
+
+  constexpr uint32_t kEpochs = 4;
+  RecordingSink fine_tune_sink, scratch_sink;
+  run(job(eight, pretrained.best_checkpoint, kEpochs), &fine_tune_sink);
+  run(job(eight, "tiny", kEpochs), &scratch_sink);
+  EXPECT_TRUE(HasLog(fine_tune_sink, "fine-tune recipe (checkpoint folder)"));
+  EXPECT_TRUE(HasLog(fine_tune_sink, "fresh classification head: labels [c0, c1, c2, c3, c4, c5, "
+                                     "c6, c7] differ from the folder's [c0, c1, c2, c3]"));
+  EXPECT_TRUE(HasLog(fine_tune_sink, "feature encoder frozen"));
+  EXPECT_TRUE(HasLog(scratch_sink, "feature encoder trainable"));
+  auto accuracy = [](const RecordingSink& sink) {
+    std::vector<double> curve;
+    for (const auto& e : sink.events) {
+      if (e.has_eval_result()) curve.push_back(e.eval_result().accuracy());
+    }
+    return curve;
+  };
+  const std::vector<double> fine_tuned = accuracy(fine_tune_sink), scratch = accuracy(scratch_sink);
+  ASSERT_EQ(fine_tuned.size(), kEpochs);
+  ASSERT_EQ(scratch.size(), kEpochs);
+  std::cout << "eval accuracy per epoch, fine-tuned:";
+  for (double a : fine_tuned) std::cout << " " << a;
+  std::cout << "; from scratch:";
+  for (double a : scratch) std::cout << " " << a;
+  std::cout << "\n";
+  EXPECT_GE(fine_tuned.back(), scratch.back() + 0.2);
+}
+
 TEST(JobRunnerTest, MissingDatasetFailsForGood) {
   ftune::v1::Job job =
       ToneJob(ftune::testing::MakeTempDir("data"), ftune::testing::MakeTempDir("out"));
