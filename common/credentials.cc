@@ -73,19 +73,28 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
   return absl::InvalidArgumentError(absl::StrCat("token file '", path, "' holds no token"));
 }
 
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
-    const TlsOptions& options) {
-  if (!options.enabled()) return grpc::InsecureServerCredentials();
+absl::StatusOr<ServerTlsPem> ReadServerTls(const TlsOptions& options) {
   if (options.cert_file.empty() || options.key_file.empty()) {
     return absl::InvalidArgumentError(
         "TLS needs both a certificate (--tls-cert) and its key (--tls-key)");
   }
-  ASSIGN_OR_RETURN(std::string cert, ReadPemFile(options.cert_file, "TLS certificate"));
-  ASSIGN_OR_RETURN(std::string key, ReadPemFile(options.key_file, "TLS key"));
-  grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
-  ssl.pem_key_cert_pairs.push_back({key, cert});
+  ServerTlsPem pem;
+  ASSIGN_OR_RETURN(pem.cert, ReadPemFile(options.cert_file, "TLS certificate"));
+  ASSIGN_OR_RETURN(pem.key, ReadPemFile(options.key_file, "TLS key"));
   if (!options.ca_file.empty()) {
-    ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPemFile(options.ca_file, "TLS client CA"));
+    ASSIGN_OR_RETURN(pem.client_ca, ReadPemFile(options.ca_file, "TLS client CA"));
+  }
+  return pem;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
+    const TlsOptions& options) {
+  if (!options.enabled()) return grpc::InsecureServerCredentials();
+  ASSIGN_OR_RETURN(ServerTlsPem pem, ReadServerTls(options));
+  grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  ssl.pem_key_cert_pairs.push_back({pem.key, pem.cert});
+  if (!pem.client_ca.empty()) {
+    ssl.pem_root_certs = pem.client_ca;
     ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }
   return grpc::SslServerCredentials(ssl);

@@ -22,8 +22,18 @@ struct TlsOptions {
   bool enabled() const { return !cert_file.empty() || !key_file.empty() || !ca_file.empty(); }
 };
 
+// A server's TLS files, read.
+struct ServerTlsPem {
+  std::string cert;
+  std::string key;
+  std::string client_ca;  // empty: no client certificates asked for
+};
+
+// Reads a server's TLS files: it needs both cert_file and key_file (ca_file alone is an
+// error); errors name the file.
+absl::StatusOr<ServerTlsPem> ReadServerTls(const TlsOptions& options);
+
 // TLS server credentials from PEM files, or insecure credentials when !options.enabled().
-// A server needs both cert_file and key_file; ca_file alone is an error.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     const TlsOptions& options);
 

@@ -2,28 +2,10 @@
 
 #include <cstdio>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/listen_address.h"
 
 namespace ftune {
-namespace {
-
-// Splits "host:port" (host may be [v6]) into host and port.
-absl::Status SplitHostPort(const std::string& listen, std::string* host, int* port) {
-  const size_t colon = listen.rfind(':');
-  if (colon == std::string::npos || colon == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("listen address '", listen, "' is not host:port"));
-  }
-  *host = listen.substr(0, colon);
-  if (!absl::SimpleAtoi(listen.substr(colon + 1), port) || *port < 0 || *port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("listen address '", listen, "' has no valid port"));
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
 
 GrpcServer::GrpcServer(std::unique_ptr<HealthService> health,
                        std::unique_ptr<grpc::Server> server, std::string address, int port)

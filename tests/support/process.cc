@@ -150,13 +150,13 @@ absl::StatusOr<std::string> ChildProcess::ReadLine(absl::Duration timeout) {
   }
 }
 
-absl::StatusOr<std::string> ChildProcess::WaitForListening(absl::Duration timeout) {
+absl::StatusOr<std::string> ChildProcess::WaitForLineStartingWith(absl::string_view prefix,
+                                                                  absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
-  constexpr absl::string_view kPrefix = "listening on ";
   for (;;) {
     absl::StatusOr<std::string> line = ReadLine(deadline - absl::Now());
     if (!line.ok()) return line.status();
-    if (absl::StartsWith(*line, kPrefix)) return line->substr(kPrefix.size());
+    if (absl::StartsWith(*line, prefix)) return line->substr(prefix.size());
   }
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace ftune::testing {
@@ -45,8 +46,17 @@ class ChildProcess {
 
   // Next line of stdout without the newline; error at EOF or after `timeout`.
   absl::StatusOr<std::string> ReadLine(absl::Duration timeout);
+  // Reads lines until one starts with `prefix` and returns the rest of that line.
+  absl::StatusOr<std::string> WaitForLineStartingWith(absl::string_view prefix,
+                                                      absl::Duration timeout);
   // Reads lines until one starts with "listening on " and returns the address after it.
-  absl::StatusOr<std::string> WaitForListening(absl::Duration timeout);
+  absl::StatusOr<std::string> WaitForListening(absl::Duration timeout) {
+    return WaitForLineStartingWith("listening on ", timeout);
+  }
+  // The same for the HTTP server's "http listening on " (printed after the gRPC line).
+  absl::StatusOr<std::string> WaitForHttpListening(absl::Duration timeout) {
+    return WaitForLineStartingWith("http listening on ", timeout);
+  }
   // Everything left on stdout until EOF (the process closed it or exited).
   absl::StatusOr<std::string> ReadAll(absl::Duration timeout);
 

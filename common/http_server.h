@@ -1,0 +1,172 @@
+// The HTTP server of every ftune daemon (ftserve's REST API, everyone's /metrics), on
+// cpp-httplib: Debian packages it (libcpp-httplib-dev), it does TLS with OpenSSL and needs
+// no event loop of its own. Each connection is served by a thread from a fixed pool, so a
+// handler may block (ftserve's wait for the batcher) and a slow client holds one thread, not
+// the server.
+//
+// Routes are plain data: method, a regular expression over the path, the token scope they
+// need (the same scopes as gRPC, common/auth.h) and a handler from HttpRequest to
+// HttpResponse, so handlers are tested without sockets. The server checks the bearer token
+// before it reads a body, answers every error with JSON `{"error": "..."}`, refuses bodies
+// over max_body_bytes with 413, and drains on shutdown.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "common/auth.h"
+#include "common/credentials.h"
+
+namespace httplib {
+class Server;
+struct Request;
+struct Response;
+class ContentReader;
+}  // namespace httplib
+
+namespace ftune {
+
+struct HttpRequest {
+  // One part of a multipart/form-data body (`curl -F file=@clip.wav`).
+  struct Part {
+    std::string name;
+    std::string filename;
+    std::string content_type;
+    std::string content;
+  };
+
+  std::string method;
+  std::string path;
+  // The capture groups of the route's pattern, in order.
+  std::vector<std::string> path_params;
+  // Query parameters (first value of each).
+  std::map<std::string, std::string> query;
+  // Header names in lower case.
+  std::multimap<std::string, std::string> headers;
+  std::string body;
+  // Set instead of `body` for multipart/form-data requests.
+  std::vector<Part> parts;
+
+  // The first value of header `name` (any case), or nullptr.
+  const std::string* Header(absl::string_view name) const;
+  // The media type of Content-Type in lower case, without parameters; "" when absent.
+  std::string MediaType() const;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
+
+struct HttpRoute {
+  std::string method;  // GET or POST
+  // ECMAScript regular expression that must match the whole path; its groups become
+  // HttpRequest::path_params.
+  std::string pattern;
+  // Token scope the route needs when the server has tokens (kNone: open, like health).
+  Scope scope = Scope::kClient;
+  HttpHandler handler;
+};
+
+struct HttpServerOptions {
+  // host:port; port 0 picks a free port (see HttpServer::address()).
+  std::string listen = "127.0.0.1:0";
+  // Serve HTTPS when enabled: the same files as the gRPC server; with ca_file, clients must
+  // present a certificate signed by it.
+  TlsOptions tls;
+  // Bearer tokens (`Authorization: Bearer <token>`); null = no authorization.
+  std::shared_ptr<const TokenStore> tokens;
+  // Larger request bodies get 413.
+  int64_t max_body_bytes = 32 << 20;
+  // Connections served at once; more wait for a free thread.
+  int threads = 64;
+  // A client that sends (or reads) nothing for this long is disconnected.
+  absl::Duration io_timeout = absl::Seconds(30);
+  // An idle keep-alive connection is closed after this long.
+  absl::Duration keep_alive_timeout = absl::Seconds(5);
+};
+
+class HttpServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const HttpServerOptions& options,
+                                                           std::vector<HttpRoute> routes);
+  // Stop()s.
+  ~HttpServer();
+
+  // host:port actually bound.
+  const std::string& address() const { return address_; }
+  int port() const { return port_; }
+  bool tls() const { return tls_; }
+
+  // Stops accepting connections (requests arriving on open ones get 503) and waits until no
+  // request is being handled or `timeout` passes.
+  void Drain(absl::Duration timeout);
+  // Drains with no wait, then waits for the requests still being handled to end and for the
+  // server's threads to exit. A handler that blocks must be released first (ftserve shuts
+  // its engine down, which answers every queued clip).
+  void Stop();
+  // Drain(drain), then Stop().
+  void Shutdown(absl::Duration drain);
+
+  // Requests being handled now.
+  int in_flight() const;
+
+ private:
+  struct CompiledRoute;
+
+  HttpServer(const HttpServerOptions& options, std::unique_ptr<httplib::Server> server,
+             std::vector<CompiledRoute> routes, bool tls);
+  void Install();
+  // Routes, authorizes, reads the body and runs the handler; `reader` is null for GET.
+  void Dispatch(const httplib::Request& request, httplib::Response& response,
+                const httplib::ContentReader* reader);
+
+  const HttpServerOptions options_;
+  const std::unique_ptr<httplib::Server> server_;
+  const std::vector<CompiledRoute> routes_;
+  const Authorizer authorizer_;
+  const bool tls_;
+  std::string address_;
+  int port_ = 0;
+  std::thread listener_;
+
+  mutable std::mutex mu_;
+  std::condition_variable idle_;
+  bool draining_ = false;
+  bool stopped_ = false;
+  int in_flight_ = 0;
+};
+
+// The HTTP status for a canonical code (INVALID_ARGUMENT 400, NOT_FOUND 404,
+// RESOURCE_EXHAUSTED 429, UNAVAILABLE 503, ...).
+int HttpStatusFor(absl::StatusCode code);
+
+// `{"error": message}` with the status for `status`' code.
+HttpResponse ErrorResponse(const absl::Status& status);
+HttpResponse ErrorResponse(int http_status, absl::string_view message);
+// 200 (or `http_status`) with a JSON body already serialised.
+HttpResponse JsonResponse(std::string json, int http_status = 200);
+
+// GET /metrics: `render()` in the Prometheus text format; needs the client scope.
+HttpRoute MetricsRoute(std::function<std::string()> render);
+
+// Prints "http listening on HOST:PORT" on stdout (the line scripts and tests wait for).
+void AnnounceHttpListening(const HttpServer& server);
+
+}  // namespace ftune
