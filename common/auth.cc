@@ -36,6 +36,13 @@ Scope ScopeForMethod(absl::string_view method) {
   if (absl::StartsWith(method, "/ftune.v1.JobService/")) return Scope::kClient;
   if (absl::StartsWith(method, "/ftune.v1.InferenceService/")) return Scope::kClient;
   if (absl::StartsWith(method, "/ftune.v1.WorkerService/")) return Scope::kWorker;
+  // The Open Inference Protocol: liveness and readiness are open like health, the rest is
+  // a client's.
+  if (method == "/inference.GRPCInferenceService/ServerLive" ||
+      method == "/inference.GRPCInferenceService/ServerReady") {
+    return Scope::kNone;
+  }
+  if (absl::StartsWith(method, "/inference.GRPCInferenceService/")) return Scope::kClient;
   return Scope::kAdmin;
 }
 

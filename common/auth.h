@@ -23,8 +23,8 @@
 namespace ftune {
 
 enum class Scope {
-  kNone,    // anyone (grpc.health.v1.Health)
-  kClient,  // JobService, InferenceService
+  kNone,    // anyone (grpc.health.v1.Health, OIP ServerLive/ServerReady, HTTP health)
+  kClient,  // JobService, InferenceService, the OIP, /metrics
   kWorker,  // WorkerService
   kAdmin,   // holds every scope
 };

@@ -84,6 +84,7 @@ InferenceEngine::~InferenceEngine() { Shutdown(); }
 
 absl::StatusOr<std::shared_ptr<const ServedModel>> InferenceEngine::Load(
     const ModelSource& source, uint32_t version) const {
+  const absl::Time start = absl::Now();
   ASSIGN_OR_RETURN(model::LoadedModel loaded, model::LoadModel(source.path, {}, /*seed=*/0));
   if (loaded.config.num_labels() < 1) {
     return absl::FailedPreconditionError(
@@ -106,6 +107,7 @@ absl::StatusOr<std::shared_ptr<const ServedModel>> InferenceEngine::Load(
   served->precision = precision_name_;
   served->device = device_.str();
   served->load_time = absl::Now();
+  served->load_duration = served->load_time - start;
   return std::shared_ptr<const ServedModel>(std::move(served));
 }
 
@@ -115,16 +117,31 @@ InferenceEngine::Slot* InferenceEngine::FindSlot(const std::string& model_id) co
   return it == slots_.end() ? nullptr : it->second.get();
 }
 
+absl::StatusOr<std::string> InferenceEngine::ResolveModel(const std::string& model_id) const {
+  if (Slot* slot = FindSlot(model_id); slot != nullptr) return slot->source.id;
+  std::vector<std::string> ids;
+  for (const auto& [id, s] : slots_) ids.push_back(id);
+  return absl::NotFoundError(
+      model_id.empty()
+          ? absl::StrCat("several models are served; name one of: ", absl::StrJoin(ids, ", "))
+          : absl::StrCat("no model '", model_id, "'; served: ", absl::StrJoin(ids, ", ")));
+}
+
+absl::StatusOr<std::shared_ptr<const ServedModel>> InferenceEngine::Current(
+    const std::string& model_id) const {
+  ASSIGN_OR_RETURN(std::string id, ResolveModel(model_id));
+  Slot* slot = slots_.at(id).get();
+  std::lock_guard<std::mutex> lock(slot->mu);
+  return slot->current;
+}
+
+bool InferenceEngine::ready() const { return !shut_down_.load(); }
+
 void InferenceEngine::Classify(const std::string& model_id, std::vector<float> samples,
                                absl::Time deadline, Callback done) {
   Slot* slot = FindSlot(model_id);
   if (slot == nullptr) {
-    std::vector<std::string> ids;
-    for (const auto& [id, s] : slots_) ids.push_back(id);
-    done(absl::NotFoundError(
-        model_id.empty()
-            ? absl::StrCat("several models are served; name one of: ", absl::StrJoin(ids, ", "))
-            : absl::StrCat("no model '", model_id, "'; served: ", absl::StrJoin(ids, ", "))));
+    done(ResolveModel(model_id).status());
     return;
   }
   {
@@ -218,6 +235,7 @@ void InferenceEngine::RunBatch(const std::shared_ptr<const ServedModel>& model,
   }
 
   absl::StatusOr<torch::Tensor> probabilities;
+  const absl::Time forward_start = absl::Now();
   try {
     torch::NoGradGuard no_grad;
     model::AutocastGuard autocast(device_, use_autocast_);
@@ -247,6 +265,9 @@ void InferenceEngine::RunBatch(const std::shared_ptr<const ServedModel>& model,
     probabilities = absl::InternalError(
         absl::StrCat("forward pass failed: ", e.what_without_backtrace()));
   }
+  if (options_.on_batch) {
+    options_.on_batch(BatchReport{model->id, static_cast<int>(rows), absl::Now() - forward_start});
+  }
   for (int64_t i = 0; i < rows; ++i) {
     if (!probabilities.ok()) {
       live[i]->done(probabilities.status());
@@ -264,7 +285,8 @@ std::vector<ModelStatus> InferenceEngine::ListModels() const {
   std::vector<ModelStatus> out;
   for (const auto& [id, slot] : slots_) {
     std::lock_guard<std::mutex> lock(slot->mu);
-    out.push_back(ModelStatus{slot->current, slot->last_reload_error});
+    out.push_back(
+        ModelStatus{slot->current, slot->last_reload_error, static_cast<int>(slot->queue.size())});
   }
   return out;
 }
@@ -291,6 +313,7 @@ absl::StatusOr<std::shared_ptr<const ServedModel>> InferenceEngine::Reload(
 }
 
 void InferenceEngine::Shutdown() {
+  shut_down_.store(true);
   for (auto& [id, slot] : slots_) {
     {
       std::lock_guard<std::mutex> lock(slot->mu);

@@ -4,6 +4,7 @@
 // thread. A reload builds the new version off to the side and swaps it in between batches.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -20,6 +21,13 @@
 
 namespace ftune::serve {
 
+// What one forward pass did; reported to EngineOptions::on_batch.
+struct BatchReport {
+  std::string model_id;
+  int size = 0;
+  absl::Duration forward;
+};
+
 struct EngineOptions {
   // Largest batch one forward pass takes.
   int max_batch = 8;
@@ -33,6 +41,8 @@ struct EngineOptions {
   std::string precision = "auto";
   // Intra-op threads; 0 = all cores.
   int threads = 0;
+  // Called on the batch thread after each forward pass (metrics); must not block.
+  std::function<void(const BatchReport&)> on_batch;
 };
 
 struct ModelSource {
@@ -49,6 +59,8 @@ struct ServedModel {
   std::string precision;  // fp32 | bf16 | fp16
   std::string device;
   absl::Time load_time;
+  // How long loading the folder took.
+  absl::Duration load_duration;
   uint64_t parameters = 0;
 };
 
@@ -62,6 +74,8 @@ struct Classification {
 struct ModelStatus {
   std::shared_ptr<const ServedModel> current;
   std::string last_reload_error;
+  // Clips waiting for a forward pass.
+  int queued = 0;
 };
 
 class InferenceEngine {
@@ -81,6 +95,13 @@ class InferenceEngine {
                 Callback done);
 
   std::vector<ModelStatus> ListModels() const;
+
+  // The id that `model_id` names (empty = the only model), or NOT_FOUND listing the ids.
+  absl::StatusOr<std::string> ResolveModel(const std::string& model_id) const;
+  // The version of `model_id` serving now, or NOT_FOUND.
+  absl::StatusOr<std::shared_ptr<const ServedModel>> Current(const std::string& model_id) const;
+  // False once Shutdown has begun.
+  bool ready() const;
 
   // Loads the model's folder again; on success later batches use the new version, on failure
   // the old one keeps serving and the error is returned and remembered.
@@ -109,6 +130,7 @@ class InferenceEngine {
   bool use_autocast_ = false;
   std::string precision_name_ = "fp32";
   std::map<std::string, std::unique_ptr<Slot>> slots_;
+  std::atomic<bool> shut_down_{false};
 };
 
 }  // namespace ftune::serve

@@ -6,21 +6,18 @@
 
 #include "common/auth.h"
 #include "ftune/v1/inference.grpc.pb.h"
+#include "server/serve/classify_request.h"
 #include "server/serve/inference_engine.h"
+#include "server/serve/serve_metrics.h"
 
 namespace ftune::serve {
 
-struct ServiceLimits {
-  // Longest clip accepted, after decoding.
-  double max_audio_seconds = 60;
-  // Largest encoded file or PCM payload accepted.
-  int64_t max_request_bytes = 32 << 20;
-};
-
 class InferenceServiceImpl final : public ftune::v1::InferenceService::CallbackService {
  public:
+  // `metrics` may be null (no metrics kept).
   InferenceServiceImpl(InferenceEngine* engine, ServiceLimits limits,
-                       std::shared_ptr<const Authorizer> authorizer);
+                       std::shared_ptr<const Authorizer> authorizer,
+                       ServeMetrics* metrics = nullptr);
 
   grpc::ServerUnaryReactor* Classify(grpc::CallbackServerContext* context,
                                      const ftune::v1::ClassifyRequest* request,
@@ -38,6 +35,7 @@ class InferenceServiceImpl final : public ftune::v1::InferenceService::CallbackS
   InferenceEngine* engine_;
   ServiceLimits limits_;
   std::shared_ptr<const Authorizer> authorizer_;
+  ServeMetrics* metrics_;
 };
 
 // ModelInfo for a served version.

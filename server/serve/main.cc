@@ -13,17 +13,25 @@
 #include "common/auth.h"
 #include "common/credentials.h"
 #include "common/grpc_server.h"
+#include "common/http_server.h"
 #include "common/logging.h"
+#include "common/metrics.h"
 #include "common/shutdown.h"
 #include "common/version.h"
 #include "server/serve/inference_engine.h"
 #include "server/serve/inference_service.h"
+#include "server/serve/oip_grpc_service.h"
+#include "server/serve/rest_api.h"
+#include "server/serve/serve_metrics.h"
 #include "spdlog/spdlog.h"
 
 namespace {
 
 struct Flags {
   std::string listen = "127.0.0.1:7080";
+  // REST (Open Inference Protocol, :classify) and /metrics; empty = none.
+  std::string http_listen;
+  int http_threads = 64;
   std::vector<std::string> models;
   ftune::serve::EngineOptions engine;
   double max_delay_ms = 5;
@@ -63,11 +71,17 @@ int Run(Flags flags) {
   std::vector<ftune::serve::ModelSource> sources;
   for (const std::string& flag : flags.models) sources.push_back(ParseModelFlag(flag));
   flags.engine.max_delay = absl::Microseconds(static_cast<int64_t>(flags.max_delay_ms * 1000));
+  ftune::MetricsRegistry registry;
+  ftune::serve::ServeMetrics metrics(&registry);
+  flags.engine.on_batch = [&metrics](const ftune::serve::BatchReport& batch) {
+    metrics.RecordBatch(batch);
+  };
   auto engine = ftune::serve::InferenceEngine::Create(flags.engine, sources);
   if (!engine.ok()) {
     spdlog::error("{}", engine.status().message());
     return 1;
   }
+  metrics.WatchEngine(engine->get());
 
   std::shared_ptr<const ftune::TokenStore> tokens;
   if (!flags.tokens_file.empty()) {
@@ -83,23 +97,44 @@ int Run(Flags flags) {
     spdlog::error("{}", credentials.status().message());
     return 2;
   }
-  ftune::serve::InferenceServiceImpl service(
-      engine->get(), flags.limits, std::make_shared<const ftune::Authorizer>(tokens));
+  auto authorizer = std::make_shared<const ftune::Authorizer>(tokens);
+  ftune::serve::InferenceServiceImpl service(engine->get(), flags.limits, authorizer, &metrics);
+  ftune::serve::OipGrpcService oip_service(engine->get(), flags.limits, authorizer, &metrics);
   ftune::GrpcServerOptions options;
   options.listen = flags.listen;
   options.credentials = *credentials;
   options.max_message_bytes =
       static_cast<int>(std::min<int64_t>(flags.limits.max_request_bytes + (1 << 20), INT32_MAX));
-  auto server = ftune::GrpcServer::Start(options, {&service});
+  auto server = ftune::GrpcServer::Start(options, {&service, &oip_service});
   if (!server.ok()) {
     spdlog::error("{}", server.status().message());
     return 1;
   }
+  ftune::serve::RestApi rest(engine->get(), {.limits = flags.limits}, &metrics);
+  std::unique_ptr<ftune::HttpServer> http;
+  if (!flags.http_listen.empty()) {
+    ftune::HttpServerOptions http_options;
+    http_options.listen = flags.http_listen;
+    http_options.tls = flags.tls;
+    http_options.tokens = tokens;
+    http_options.max_body_bytes = flags.limits.max_request_bytes;
+    http_options.threads = flags.http_threads;
+    std::vector<ftune::HttpRoute> routes = rest.Routes();
+    routes.push_back(ftune::MetricsRoute([&registry] { return registry.Render(); }));
+    auto started = ftune::HttpServer::Start(http_options, std::move(routes));
+    if (!started.ok()) {
+      spdlog::error("{}", started.status().message());
+      return 1;
+    }
+    http = std::move(started).value();
+  }
   for (const auto& status : (*engine)->ListModels()) {
-    spdlog::info("model '{}' from {}: {} labels", status.current->id, status.current->path,
-                 status.current->loaded.config.num_labels());
+    spdlog::info("model '{}' from {}: {} labels, loaded in {}", status.current->id,
+                 status.current->path, status.current->loaded.config.num_labels(),
+                 absl::FormatDuration(status.current->load_duration));
   }
   ftune::AnnounceListening(**server);
+  if (http) ftune::AnnounceHttpListening(*http);
 
   std::atomic<bool> stopping{false};
   std::thread reloader([&] {
@@ -122,8 +157,14 @@ int Run(Flags flags) {
 
   const int signo = ftune::WaitForShutdown();
   spdlog::info("signal {}: draining", signo);
+  // Both servers drain at once; then the engine answers whatever is still queued, which
+  // releases HTTP handlers waiting for it.
+  const absl::Time drain_deadline = absl::Now() + absl::Seconds(flags.drain_seconds);
+  if (http) http->Drain(absl::ZeroDuration());
   (*server)->Shutdown(absl::Seconds(flags.drain_seconds));
+  if (http) http->Drain(drain_deadline - absl::Now());
   (*engine)->Shutdown();
+  if (http) http->Stop();
   stopping.store(true);
   pthread_kill(reloader.native_handle(), SIGHUP);
   reloader.join();
@@ -133,11 +174,19 @@ int Run(Flags flags) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"ftserve: serves HuBERT audio classifiers over gRPC (SIGHUP reloads the models)"};
+  CLI::App app{
+      "ftserve: serves HuBERT audio classifiers over gRPC and REST (SIGHUP reloads the models)"};
   app.set_version_flag("--version", std::string("ftserve ") + ftune::kVersion);
   Flags flags;
   app.add_option("--listen", flags.listen, "host:port to serve on (port 0 = any free port)")
       ->capture_default_str();
+  app.add_option("--http-listen", flags.http_listen,
+                 "host:port for REST (Open Inference Protocol v2, /v1/models/ID:classify) and "
+                 "/metrics, with the same TLS and tokens (port 0 = any free port)");
+  app.add_option("--http-threads", flags.http_threads,
+                 "HTTP connections served at once (each blocks a thread while it waits)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
   app.add_option("--model", flags.models,
                  "[ID=]DIR: a Hugging Face HuBERT classification folder (repeatable)")
       ->required();

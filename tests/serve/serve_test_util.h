@@ -2,14 +2,15 @@
 // synthetic clips, a 16-bit WAV encoder, and the in-process reference answer.
 #pragma once
 
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include <gtest/gtest.h>
-#include <torch/torch.h>
-
+#include "tests/support/wav.h"
 #include "worker/data/audio.h"
 #include "worker/model/checkpoint.h"
 
@@ -54,34 +55,7 @@ inline std::vector<float> MakeClip(double seconds, int variant) {
   return out;
 }
 
-// 16-bit PCM WAV file bytes.
-inline std::string EncodeWav(const std::vector<float>& samples, int rate, int channels = 1) {
-  auto put32 = [](std::string& s, uint32_t v) {
-    for (int i = 0; i < 4; ++i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-  };
-  auto put16 = [](std::string& s, uint16_t v) {
-    s.push_back(static_cast<char>(v & 0xff));
-    s.push_back(static_cast<char>(v >> 8));
-  };
-  const uint32_t data_bytes = static_cast<uint32_t>(samples.size() * channels * 2);
-  std::string wav = "RIFF";
-  put32(wav, 36 + data_bytes);
-  wav += "WAVEfmt ";
-  put32(wav, 16);
-  put16(wav, 1);
-  put16(wav, static_cast<uint16_t>(channels));
-  put32(wav, static_cast<uint32_t>(rate));
-  put32(wav, static_cast<uint32_t>(rate * channels * 2));
-  put16(wav, static_cast<uint16_t>(channels * 2));
-  put16(wav, 16);
-  wav += "data";
-  put32(wav, data_bytes);
-  for (float x : samples) {
-    const auto v = static_cast<int16_t>(std::lround(std::clamp(x, -1.0f, 1.0f) * 32767));
-    for (int c = 0; c < channels; ++c) put16(wav, static_cast<uint16_t>(v));
-  }
-  return wav;
-}
+using testing::EncodeWav;
 
 // The model's probabilities for one unpadded clip, computed directly (fp32).
 inline std::vector<float> ReferenceProbabilities(const std::string& dir,

@@ -74,6 +74,8 @@ TEST(AuthorizerTest, ScopeForMethod) {
   EXPECT_EQ(ScopeForMethod("/ftune.v1.InferenceService/Classify"), Scope::kClient);
   EXPECT_EQ(ScopeForMethod("/ftune.v1.WorkerService/Heartbeat"), Scope::kWorker);
   EXPECT_EQ(ScopeForMethod("/grpc.health.v1.Health/Check"), Scope::kNone);
+  EXPECT_EQ(ScopeForMethod("/inference.GRPCInferenceService/ServerReady"), Scope::kNone);
+  EXPECT_EQ(ScopeForMethod("/inference.GRPCInferenceService/ModelInfer"), Scope::kClient);
   EXPECT_EQ(ScopeForMethod("/other.Service/X"), Scope::kAdmin);
 }
 
