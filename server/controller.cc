@@ -36,14 +36,17 @@ absl::StatusOr<std::unique_ptr<Controller>> Controller::Start(const ControllerCo
 
   ASSIGN_OR_RETURN(c->store_, SqliteJobStore::Open(
                                   (std::filesystem::path(config.data_dir) / "ftcontroller.db").string()));
-  ASSIGN_OR_RETURN(c->manager_, JobManager::Create(c->store_.get(), Clock::Real(), config.manager));
+  c->timed_store_ = std::make_unique<TimedJobStore>(c->store_.get(), &c->metrics_);
+  ASSIGN_OR_RETURN(c->manager_,
+                   JobManager::Create(c->timed_store_.get(), Clock::Real(), config.manager));
+  RegisterControllerMetrics(&c->metrics_, c->manager_.get());
 
   std::shared_ptr<const TokenStore> tokens;
   if (!config.tokens_file.empty()) {
     ASSIGN_OR_RETURN(std::unique_ptr<TokenStore> loaded, TokenStore::Load(config.tokens_file));
     tokens = std::move(loaded);
   }
-  c->authorizer_ = std::make_unique<Authorizer>(std::move(tokens));
+  c->authorizer_ = std::make_unique<Authorizer>(tokens);
   c->job_service_ = std::make_unique<JobServiceImpl>(c->manager_.get(), c->authorizer_.get());
   c->worker_service_ =
       std::make_unique<WorkerServiceImpl>(c->manager_.get(), c->authorizer_.get());
@@ -54,6 +57,16 @@ absl::StatusOr<std::unique_ptr<Controller>> Controller::Start(const ControllerCo
   ASSIGN_OR_RETURN(options.credentials, MakeServerCredentials(config.tls));
   ASSIGN_OR_RETURN(c->server_, GrpcServer::Start(options, {c->job_service_.get(),
                                                            c->worker_service_.get()}));
+  if (!config.http_listen.empty()) {
+    HttpServerOptions http;
+    http.listen = config.http_listen;
+    http.tls = config.tls;
+    http.tokens = tokens;
+    http.threads = 8;
+    MetricsRegistry* metrics = &c->metrics_;
+    ASSIGN_OR_RETURN(
+        c->http_, HttpServer::Start(http, {MetricsRoute([metrics] { return metrics->Render(); })}));
+  }
   c->sweeper_ = std::thread([raw = c.get()] { raw->SweepLoop(); });
   return c;
 }
@@ -73,7 +86,9 @@ void Controller::SweepLoop() {
 void Controller::Shutdown(absl::Duration drain) {
   if (server_ == nullptr) return;
   manager_->EndLongCalls();
+  if (http_) http_->Drain(absl::ZeroDuration());
   server_->Shutdown(drain);
+  if (http_) http_->Stop();
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
@@ -84,6 +99,7 @@ void Controller::Shutdown(absl::Duration drain) {
 
 Controller::~Controller() {
   Shutdown(absl::ZeroDuration());
+  http_.reset();
   server_.reset();
   job_service_.reset();
   worker_service_.reset();

@@ -1,6 +1,6 @@
 // ftcontroller assembled: SQLite store under the data dir, job manager, gRPC services with
-// TLS and tokens, and the sweeper thread that expires leases. main() and the tests build it
-// the same way.
+// TLS and tokens, the sweeper thread that expires leases, and (with http_listen) an HTTP
+// server for /metrics. main() and the tests build it the same way.
 #pragma once
 
 #include <condition_variable>
@@ -14,6 +14,9 @@
 #include "common/auth.h"
 #include "common/credentials.h"
 #include "common/grpc_server.h"
+#include "common/http_server.h"
+#include "common/metrics.h"
+#include "server/controller_metrics.h"
 #include "server/job_manager.h"
 #include "server/services.h"
 #include "server/sqlite_job_store.h"
@@ -29,6 +32,8 @@ struct ControllerConfig {
   // Tokens file (see common/auth.h); empty = no authorization.
   std::string tokens_file;
   int max_message_bytes = 64 << 20;
+  // host:port of the HTTP server (GET /metrics, same TLS and tokens); empty = none.
+  std::string http_listen;
   // How often the sweeper looks for expired leases and long polls.
   absl::Duration sweep_interval = absl::Milliseconds(200);
 };
@@ -41,6 +46,9 @@ class Controller {
   const std::string& address() const { return server_->address(); }
   GrpcServer& server() { return *server_; }
   JobManager& manager() { return *manager_; }
+  // Null without http_listen.
+  HttpServer* http_server() { return http_.get(); }
+  MetricsRegistry& metrics() { return metrics_; }
 
   // Ends long polls and watch streams, drains the server for up to `drain`, stops the sweeper.
   void Shutdown(absl::Duration drain);
@@ -51,12 +59,15 @@ class Controller {
 
   ControllerConfig config_;
   int lock_fd_ = -1;
+  MetricsRegistry metrics_;
   std::unique_ptr<SqliteJobStore> store_;
+  std::unique_ptr<TimedJobStore> timed_store_;
   std::unique_ptr<JobManager> manager_;
   std::unique_ptr<Authorizer> authorizer_;
   std::unique_ptr<JobServiceImpl> job_service_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;
   std::unique_ptr<GrpcServer> server_;
+  std::unique_ptr<HttpServer> http_;
 
   std::mutex mu_;
   std::condition_variable cv_;

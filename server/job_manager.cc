@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "common/job_spec.h"
 #include "common/status_macros.h"
+#include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace ftune::server {
@@ -34,6 +35,13 @@ bool IsTerminal(JobState state) {
 absl::Status RequireJobId(const std::string& job_id) {
   if (job_id.empty()) return absl::InvalidArgumentError("job_id: required");
   return absl::OkStatus();
+}
+
+// The name of the event's payload field: "train_progress", "log", ...
+std::string EventKind(const JobEvent& event) {
+  const google::protobuf::FieldDescriptor* field =
+      JobEvent::descriptor()->FindFieldByNumber(event.payload_case());
+  return field == nullptr ? "none" : field->name();
 }
 
 // The free device that suits a job asking for `wanted`, or "" when none does.
@@ -195,6 +203,7 @@ absl::Status JobManager::CommitLocked(Entry& entry, JobRecord updated,
   }
   updated.job.set_last_event_seq(seq);
   RETURN_IF_ERROR(store_->Commit(updated, events));
+  for (const JobEvent& event : events) ++counters_.events[EventKind(event)];
 
   const JobRecord& before = entry.record;
   if (before.job.state() == ftune::v1::JOB_STATE_QUEUED) queue_.erase(KeyOf(before));
@@ -242,6 +251,7 @@ absl::StatusOr<SubmitResult> JobManager::SubmitJob(const ftune::v1::JobSpec& spe
     return committed;
   }
   ++next_queue_seq_;
+  ++counters_.submitted;
   by_queue_seq_[entry.record.queue_seq] = id;
   if (!spec.client_request_id().empty()) by_request_id_[spec.client_request_id()] = id;
   SubmitResult result{entry.record.job, true};
@@ -348,6 +358,23 @@ size_t JobManager::waiting_acquires() const {
   return waiters_.size();
 }
 
+JobManagerCounters JobManager::counters() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return counters_;
+}
+
+std::map<JobState, int> JobManager::JobsByState() const {
+  std::map<JobState, int> counts;
+  for (int s = ftune::v1::JobState_MIN; s <= ftune::v1::JobState_MAX; ++s) {
+    if (ftune::v1::JobState_IsValid(s) && s != ftune::v1::JOB_STATE_UNSPECIFIED) {
+      counts[static_cast<JobState>(s)] = 0;
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [id, entry] : jobs_) ++counts[entry.record.job.state()];
+  return counts;
+}
+
 // --- WorkerService ---
 
 absl::StatusOr<ftune::v1::RegisterWorkerResponse> JobManager::RegisterWorker(
@@ -426,6 +453,7 @@ std::optional<absl::StatusOr<ftune::v1::AcquireJobResponse>> JobManager::TryLeas
     absl::Status committed = CommitLocked(*entry, std::move(updated), {std::move(event)});
     if (!committed.ok()) return absl::StatusOr<ftune::v1::AcquireJobResponse>(committed);
     entry->lease_deadline = clock_->Now() + options_.lease;
+    ++counters_.leases_granted;
 
     ftune::v1::AcquireJobResponse response;
     *response.mutable_job() = entry->record.job;
@@ -649,6 +677,7 @@ absl::StatusOr<ftune::v1::CompleteJobResponse> JobManager::CompleteJob(
     *job.mutable_end_time() = ToProto(now);
   }
   RETURN_IF_ERROR(CommitLocked(*entry, std::move(updated), {std::move(event)}));
+  if (to == ftune::v1::JOB_STATE_QUEUED) ++counters_.requeued_handed_back;
   *response.mutable_job() = entry->record.job;
   DispatchLocked();
   return response;
@@ -689,7 +718,11 @@ int JobManager::Sweep() {
     JobEvent event = StateEvent(r.job, to, reason);
     event.mutable_state_changed()->set_attempt(updated.job.attempt());
     // A store failure leaves the lease as it is; the next sweep tries again.
-    if (CommitLocked(*entry, std::move(updated), {std::move(event)}).ok()) ++expired;
+    if (CommitLocked(*entry, std::move(updated), {std::move(event)}).ok()) {
+      ++expired;
+      ++counters_.leases_expired;
+      if (to == ftune::v1::JOB_STATE_QUEUED) ++counters_.requeued_after_expiry;
+    }
   }
   for (auto& [id, worker] : workers_) {
     if (worker.worker.state() != ftune::v1::WORKER_STATE_OFFLINE &&

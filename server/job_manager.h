@@ -49,6 +49,20 @@ struct JobManagerOptions {
   size_t watcher_queue_limit = 1024;
 };
 
+// What the manager has done since it started, for metrics.
+struct JobManagerCounters {
+  // Jobs created by SubmitJob (a repeated client_request_id creates none).
+  uint64_t submitted = 0;
+  uint64_t leases_granted = 0;
+  // Leases that ran out without a heartbeat (the worker went silent).
+  uint64_t leases_expired = 0;
+  // Jobs queued again: after an expired lease, or handed back by a worker shutting down.
+  uint64_t requeued_after_expiry = 0;
+  uint64_t requeued_handed_back = 0;
+  // Events stored, by kind (the JobEvent payload field: train_progress, log, ...).
+  std::map<std::string, uint64_t> events;
+};
+
 struct SubmitResult {
   ftune::v1::Job job;
   // False when client_request_id matched an earlier job, which is returned.
@@ -111,6 +125,9 @@ class JobManager {
   const JobManagerOptions& options() const { return options_; }
   size_t watcher_count() const { return events_.watcher_count(); }
   size_t waiting_acquires() const;
+  JobManagerCounters counters() const;
+  // Every state with its number of jobs (zero included).
+  std::map<ftune::v1::JobState, int> JobsByState() const;
 
  private:
   struct Entry {
@@ -169,6 +186,7 @@ class JobManager {
   std::map<uint64_t, Waiter> waiters_;
   uint64_t next_waiter_id_ = 1;
   int64_t next_queue_seq_ = 1;
+  JobManagerCounters counters_;
   std::mt19937_64 rng_;
 };
 

@@ -37,6 +37,9 @@ int Run(Flags flags) {
     return 1;
   }
   ftune::AnnounceListening((*controller)->server());
+  if (ftune::HttpServer* http = (*controller)->http_server(); http != nullptr) {
+    ftune::AnnounceHttpListening(*http);
+  }
   spdlog::info("ftcontroller {} serving on {}{}{}, data in {}", ftune::kVersion,
                (*controller)->address(), flags.controller.tls.enabled() ? " (TLS)" : "",
                flags.controller.tokens_file.empty() ? "" : " (tokens)",
@@ -58,6 +61,9 @@ int main(int argc, char** argv) {
   ftune::server::ControllerConfig& c = flags.controller;
   app.add_option("--listen", c.listen, "host:port to serve on (port 0 = any free port)")
       ->capture_default_str();
+  app.add_option("--http-listen", c.http_listen,
+                 "host:port for HTTP: GET /metrics (Prometheus), with the same TLS and tokens "
+                 "(port 0 = any free port)");
   app.add_option("--data-dir", c.data_dir, "Folder for the SQLite database")
       ->capture_default_str();
   app.add_option("--lease-seconds", flags.lease_seconds,

@@ -1,16 +1,19 @@
 // A real ftcontroller process, killed with SIGKILL mid-job and restarted on the same
 // --data-dir: every acknowledged job and event is there, and the running job's worker carries
 // on with its lease.
-#include <csignal>
-
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <fstream>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "common/credentials.h"
 #include "tests/server/grpc_client.h"
 #include "tests/server/test_util.h"
+#include "tests/support/http_client.h"
 #include "tests/support/process.h"
+#include "tests/support/promtool.h"
 
 namespace ftune::server {
 namespace {
@@ -29,15 +32,18 @@ class ControllerProcessTest : public ::testing::Test {
 
   // Starts ftcontroller on `port` ("0" = any) and connects.
   void Start(const std::string& port) {
-    auto child = ChildProcess::Start({BinaryPath("ftcontroller"), "--listen",
-                                      "127.0.0.1:" + port, "--data-dir", dir_ + "/data",
-                                      "--tokens", dir_ + "/tokens", "--lease-seconds", "60",
-                                      "--heartbeat-seconds", "5", "--log-level", "warn"});
+    auto child = ChildProcess::Start({BinaryPath("ftcontroller"), "--listen", "127.0.0.1:" + port,
+                                      "--data-dir", dir_ + "/data", "--tokens", dir_ + "/tokens",
+                                      "--lease-seconds", "60", "--heartbeat-seconds", "5",
+                                      "--log-level", "warn", "--http-listen", "127.0.0.1:0"});
     ASSERT_TRUE(child.ok()) << child.status();
     child_ = std::make_unique<ChildProcess>(std::move(*child));
     auto address = child_->WaitForListening(absl::Seconds(60));
     ASSERT_TRUE(address.ok()) << address.status();
     address_ = *address;
+    auto http = child_->WaitForHttpListening(absl::Seconds(10));
+    ASSERT_TRUE(http.ok()) << http.status();
+    http_address_ = *http;
     ChannelOptions options;
     options.address = address_;
     options.token_file = dir_ + "/admin.token";
@@ -49,6 +55,7 @@ class ControllerProcessTest : public ::testing::Test {
 
   std::string dir_;
   std::string address_;
+  std::string http_address_;
   std::unique_ptr<ChildProcess> child_;
   std::unique_ptr<ftune::v1::JobService::Stub> jobs_;
   std::unique_ptr<ftune::v1::WorkerService::Stub> workers_;
@@ -164,6 +171,63 @@ TEST_F(ControllerProcessTest, Sigkill_RestartKeepsJobsEventsAndLeases) {
 
   // Close our connection first: an idle client channel is only polled every few seconds, and
   // the server's graceful shutdown waits for it to answer the GOAWAY.
+  jobs_.reset();
+  workers_.reset();
+  child_->Signal(SIGTERM);
+  auto exit_code = child_->Wait(absl::Seconds(30));
+  ASSERT_TRUE(exit_code.ok());
+  EXPECT_EQ(*exit_code, 0);
+}
+
+// GET /metrics of a real ftcontroller: what it did so far, in a page promtool accepts.
+TEST_F(ControllerProcessTest, MetricsOverHttpPassPromtool) {
+  Start("0");
+  ftune::v1::RegisterWorkerRequest reg;
+  reg.set_worker_id("w1");
+  reg.add_devices()->set_name("cpu");
+  ftune::v1::RegisterWorkerResponse registered;
+  ASSERT_TRUE(workers_->RegisterWorker(Context().get(), reg, &registered).ok());
+  std::vector<std::string> ids;
+  for (int i = 0; i < 2; ++i) {
+    ftune::v1::SubmitJobRequest submit;
+    *submit.mutable_spec() = testing::ValidSpec(absl::StrCat("m", i));
+    ftune::v1::SubmitJobResponse submitted;
+    ASSERT_TRUE(jobs_->SubmitJob(Context().get(), submit, &submitted).ok());
+    ids.push_back(submitted.job().id());
+  }
+  ftune::v1::AcquireJobRequest acquire;
+  acquire.set_worker_id("w1");
+  acquire.add_free_devices("cpu");
+  ftune::v1::AcquireJobResponse lease;
+  ASSERT_TRUE(workers_->AcquireJob(Context().get(), acquire, &lease).ok());
+  ftune::v1::ReportEventsRequest report;
+  report.set_job_id(lease.job().id());
+  report.set_lease_id(lease.lease_id());
+  report.set_batch_id(1);
+  for (int step = 1; step <= 3; ++step)
+    report.add_events()->mutable_train_progress()->set_step(step);
+  ftune::v1::ReportEventsResponse reported;
+  ASSERT_TRUE(workers_->ReportEvents(Context().get(), report, &reported).ok());
+
+  auto refused = ftune::testing::HttpGet(http_address_, "/metrics");
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_EQ(refused->status, 401) << "the same tokens as gRPC";
+  auto page = ftune::testing::HttpGet(http_address_, "/metrics", "admin-token-xyz");
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->status, 200) << page->body;
+  const std::string& text = page->body;
+  for (const char* line :
+       {"ftune_controller_jobs{state=\"queued\"} 1\n",
+        "ftune_controller_jobs{state=\"running\"} 1\n", "ftune_controller_jobs_submitted_total 2\n",
+        "ftune_controller_leases_granted_total 1\n", "ftune_controller_leases_expired_total 0\n",
+        "ftune_controller_events_total{kind=\"train_progress\"} 3\n",
+        "ftune_controller_workers{state=\"online\"} 1\n", "ftune_controller_watchers 0\n"}) {
+    EXPECT_TRUE(absl::StrContains(text, line)) << line << " missing from\n" << text;
+  }
+  EXPECT_TRUE(absl::StrContains(text, "ftune_controller_store_commit_duration_seconds_count "));
+  absl::Status lint = ftune::testing::PromtoolCheckMetrics(text);
+  EXPECT_TRUE(lint.ok()) << lint;
+
   jobs_.reset();
   workers_.reset();
   child_->Signal(SIGTERM);

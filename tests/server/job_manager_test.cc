@@ -584,5 +584,40 @@ TEST_F(JobManagerTest, ListWorkersShowsLeasesAndOffline) {
   EXPECT_EQ(workers[0].job_ids_size(), 0);
 }
 
+// What the metrics read: submits, leases, expiries and both kinds of requeue, events by
+// kind, jobs by state.
+TEST_F(JobManagerTest, CountersFollowTheLifecycle) {
+  Register("w1");
+  auto spec = ValidSpec();
+  spec.set_client_request_id("once");
+  const auto job = Submit(spec);
+  Submit(spec);  // idempotent repeat: no new job
+  Submit(ValidSpec("second"));
+  auto lease = Acquire("w1");
+  ASSERT_TRUE(lease.has_value());
+  ASSERT_TRUE(Report(*lease, 1, 2).ok());
+  clock_.Advance(absl::Seconds(31));
+  EXPECT_EQ(manager_->Sweep(), 1);  // w1 went silent
+  Register("w1");
+  auto again = Acquire("w1");
+  ASSERT_TRUE(again.has_value());
+  ASSERT_TRUE(Complete(*again, ftune::v1::JOB_OUTCOME_REQUEUE).ok());
+
+  const JobManagerCounters counters = manager_->counters();
+  EXPECT_EQ(counters.submitted, 2u);
+  EXPECT_EQ(counters.leases_granted, 2u);
+  EXPECT_EQ(counters.leases_expired, 1u);
+  EXPECT_EQ(counters.requeued_after_expiry, 1u);
+  EXPECT_EQ(counters.requeued_handed_back, 1u);
+  EXPECT_EQ(counters.events.at("train_progress"), 2u);
+  // queued x2, assigned, running, queued (expiry), assigned, queued (hand-back).
+  EXPECT_EQ(counters.events.at("state_changed"), 7u);
+
+  const auto states = manager_->JobsByState();
+  EXPECT_EQ(states.at(ftune::v1::JOB_STATE_QUEUED), 2);
+  EXPECT_EQ(states.at(ftune::v1::JOB_STATE_RUNNING), 0);
+  EXPECT_EQ(states.size(), 7u);  // every state, zero or not
+}
+
 }  // namespace
 }  // namespace ftune::server

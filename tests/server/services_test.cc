@@ -1,6 +1,7 @@
 // The controller's gRPC services on a loopback port, in process: bearer-token scopes, TLS with
 // a CA made at test time, the AcquireJob long poll, WatchJob replay + live, 100 watchers.
 #include <gtest/gtest.h>
+#include <httplib.h>
 
 #include <fstream>
 #include <thread>
@@ -12,6 +13,7 @@
 #include "tests/server/grpc_client.h"
 #include "tests/server/test_util.h"
 #include "tests/support/health.h"
+#include "tests/support/pki.h"
 #include "tests/support/process.h"
 
 namespace ftune::server {
@@ -306,48 +308,9 @@ TEST_F(ServicesTest, SecondControllerOnTheSameDataDirIsRefused) {
 
 // --- TLS, with a CA and certificates made by the openssl CLI ---
 
-constexpr char kOpenssl[] = "/usr/bin/openssl";
-
-absl::Status Openssl(const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {kOpenssl};
-  argv.insert(argv.end(), args.begin(), args.end());
-  auto result = ftune::testing::RunCommand(argv, absl::Seconds(60));
-  if (!result.ok()) return result.status();
-  if (result->exit_code != 0) {
-    return absl::InternalError(absl::StrCat("openssl ", args[0], " failed: ", result->out));
-  }
-  return absl::OkStatus();
-}
-
-// CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA.
-absl::Status MakePki(const std::string& dir) {
-  auto run = [&](std::vector<std::string> args) { return Openssl(args); };
-  absl::Status s = run({"req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                        "-subj", "/CN=ftune test CA", "-keyout", dir + "/ca.key", "-out",
-                        dir + "/ca.pem"});
-  if (!s.ok()) return s;
-  WriteFile(dir + "/server.ext", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
-  for (const std::string name : {"server", "client"}) {
-    s = run({"req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=" + name, "-keyout",
-             dir + "/" + name + ".key", "-out", dir + "/" + name + ".csr"});
-    if (!s.ok()) return s;
-    std::vector<std::string> sign = {"x509", "-req", "-in", dir + "/" + name + ".csr", "-CA",
-                                     dir + "/ca.pem", "-CAkey", dir + "/ca.key",
-                                     "-CAcreateserial", "-days", "2", "-out",
-                                     dir + "/" + name + ".pem"};
-    if (name == "server") {
-      sign.push_back("-extfile");
-      sign.push_back(dir + "/server.ext");
-    }
-    s = run(sign);
-    if (!s.ok()) return s;
-  }
-  return absl::OkStatus();
-}
-
 TEST_F(ServicesTest, MutualTlsWithTokens) {
-  if (access(kOpenssl, X_OK) != 0) GTEST_SKIP() << "openssl CLI not installed";
-  ASSERT_TRUE(MakePki(dir_).ok());
+  if (access(ftune::testing::kOpensslPath, X_OK) != 0) GTEST_SKIP() << "openssl CLI not installed";
+  ASSERT_TRUE(ftune::testing::MakeTestPki(dir_).ok());
   ControllerConfig config;
   config.tls.cert_file = dir_ + "/server.pem";
   config.tls.key_file = dir_ + "/server.key";
@@ -379,6 +342,39 @@ TEST_F(ServicesTest, MutualTlsWithTokens) {
 
   ChannelOptions plaintext;
   EXPECT_FALSE(submit(plaintext).ok());
+}
+
+// The HTTP server (/metrics) takes the gRPC server's certificate, client CA and tokens.
+TEST_F(ServicesTest, HttpsMetricsUseTheSameTlsAndTokens) {
+  if (access(ftune::testing::kOpensslPath, X_OK) != 0) GTEST_SKIP() << "openssl CLI not installed";
+  ASSERT_TRUE(ftune::testing::MakeTestPki(dir_).ok());
+  ControllerConfig config;
+  config.tls.cert_file = dir_ + "/server.pem";
+  config.tls.key_file = dir_ + "/server.key";
+  config.tls.ca_file = dir_ + "/ca.pem";
+  config.http_listen = "127.0.0.1:0";
+  StartController(config);
+  ASSERT_NE(controller_->http_server(), nullptr);
+  EXPECT_TRUE(controller_->http_server()->tls());
+
+  auto get = [&](bool client_certificate, const std::string& token) {
+    std::unique_ptr<httplib::SSLClient> client =
+        client_certificate
+            ? std::make_unique<httplib::SSLClient>("127.0.0.1", controller_->http_server()->port(),
+                                                   dir_ + "/client.pem", dir_ + "/client.key")
+            : std::make_unique<httplib::SSLClient>("127.0.0.1", controller_->http_server()->port());
+    client->set_ca_cert_path((dir_ + "/ca.pem").c_str());
+    client->enable_server_certificate_verification(true);
+    httplib::Headers headers;
+    if (!token.empty()) headers.emplace("Authorization", "Bearer " + token);
+    httplib::Result result = client->Get("/metrics", headers);
+    return result ? result->status : -1;
+  };
+  EXPECT_EQ(get(true, kClientToken), 200);
+  EXPECT_EQ(get(true, kAdminToken), 200);
+  EXPECT_EQ(get(true, kWorkerToken), 403);
+  EXPECT_EQ(get(true, ""), 401);
+  EXPECT_EQ(get(false, kClientToken), -1) << "no client certificate, no TLS session";
 }
 
 TEST_F(ServicesTest, TlsConfigErrorsNameTheFile) {
