@@ -114,8 +114,8 @@ TEST_F(JobManagerTest, SubmitRunSucceedWithGaplessEvents) {
   Register("w1");
   ftune::v1::Job job = Submit(ValidSpec());
   EXPECT_EQ(job.state(), ftune::v1::JOB_STATE_QUEUED);
-  // Defaults are written out in the stored spec.
-  EXPECT_EQ(job.spec().training().epochs(), 3u);
+  // Defaults are written out in the stored spec: for a preset, the from-scratch recipe's.
+  EXPECT_EQ(job.spec().training().epochs(), RecipeFor("tiny").epochs);
   EXPECT_EQ(job.spec().device(), "auto");
 
   auto lease = Acquire("w1");
