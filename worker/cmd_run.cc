@@ -3,6 +3,11 @@
 #include <torch/cuda.h>
 #include <unistd.h>
 
+#ifdef FTUNE_CUDA_MEMORY_STATS
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -11,7 +16,9 @@
 #include "absl/time/time.h"
 #include "common/credentials.h"
 #include "common/grpc_server.h"
+#include "common/http_server.h"
 #include "common/logging.h"
+#include "common/metrics.h"
 #include "common/shutdown.h"
 #include "common/version.h"
 #include "spdlog/spdlog.h"
@@ -19,6 +26,7 @@
 #include "worker/daemon/devices.h"
 #include "worker/daemon/worker_client.h"
 #include "worker/daemon/worker_daemon.h"
+#include "worker/daemon/worker_metrics.h"
 #include "worker/train/job_runner.h"
 
 namespace ftune::worker {
@@ -37,6 +45,10 @@ struct RunFlags {
   std::string tls_ca;
   std::string tls_cert;
   std::string tls_key;
+  // The HTTP server (GET /metrics): address, its own TLS files and tokens.
+  std::string http_listen;
+  TlsOptions http_tls;
+  std::string http_tokens;
   LogConfig log{.level = "info", .file = "", .name = "ftworker"};
 };
 
@@ -66,6 +78,26 @@ std::string DefaultDevices() {
     for (size_t i = 0; i < torch::cuda::device_count(); ++i) absl::StrAppend(&list, ",cuda:", i);
   }
   return list;
+}
+
+// Memory in use: the process for cpu, and with a CUDA libtorch what its caching allocator
+// holds for tensors on each CUDA device of this worker.
+std::map<std::string, double> DeviceMemory(const std::vector<ftune::v1::Device>& devices) {
+  std::map<std::string, double> bytes = {{"cpu", daemon::ProcessResidentBytes()}};
+#ifdef FTUNE_CUDA_MEMORY_STATS
+  for (const ftune::v1::Device& device : devices) {
+    if (device.kind() != ftune::v1::DEVICE_KIND_CUDA) continue;
+    const int index = std::stoi(device.name().substr(device.name().find(':') + 1));
+    try {
+      // Index 0 of each stat array is the aggregate over pools.
+      bytes[device.name()] = static_cast<double>(
+          c10::cuda::CUDACachingAllocator::getDeviceStats(index).allocated_bytes[0].current);
+    } catch (const c10::Error&) {
+      bytes[device.name()] = 0;  // no tensor was ever allocated there
+    }
+  }
+#endif
+  return bytes;
 }
 
 int Run(const RunFlags& flags) {
@@ -101,8 +133,11 @@ int Run(const RunFlags& flags) {
   runner_options.default_threads = flags.threads;
   std::unique_ptr<train::JobRunner> runner = train::MakeFineTuneRunner(runner_options);
 
+  MetricsRegistry registry;
+  daemon::WorkerMetrics metrics(&registry);
+  metrics.WatchDeviceMemory([devices = config.devices] { return DeviceMemory(devices); });
   absl::StatusOr<std::unique_ptr<daemon::WorkerDaemon>> worker =
-      daemon::WorkerDaemon::Create(config, &client, runner.get());
+      daemon::WorkerDaemon::Create(config, &client, runner.get(), &metrics);
   if (!worker.ok()) {
     spdlog::error("{}", worker.status().message());
     return 2;
@@ -120,6 +155,29 @@ int Run(const RunFlags& flags) {
     health = std::move(server).value();
     AnnounceListening(*health);
   }
+  std::unique_ptr<HttpServer> http;
+  if (!flags.http_listen.empty()) {
+    HttpServerOptions options;
+    options.listen = flags.http_listen;
+    options.tls = flags.http_tls;
+    options.threads = 8;
+    if (!flags.http_tokens.empty()) {
+      auto tokens = TokenStore::Load(flags.http_tokens);
+      if (!tokens.ok()) {
+        spdlog::error("{}", tokens.status().message());
+        return 2;
+      }
+      options.tokens = std::move(*tokens);
+    }
+    auto server =
+        HttpServer::Start(options, {MetricsRoute([&registry] { return registry.Render(); })});
+    if (!server.ok()) {
+      spdlog::error("{}", server.status().message());
+      return 1;
+    }
+    http = std::move(server).value();
+    AnnounceHttpListening(*http);
+  }
 
   std::string names;
   for (const auto& device : config.devices) {
@@ -133,6 +191,7 @@ int Run(const RunFlags& flags) {
   if (health) health->health().SetStatus("", grpc::health::v1::HealthCheckResponse::NOT_SERVING);
   (*worker)->Shutdown();
   if (health) health->Shutdown(absl::Seconds(2));
+  if (http) http->Shutdown(absl::Seconds(2));
   spdlog::info("stopped");
   return 0;
 }
@@ -166,6 +225,17 @@ void AddRunCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--tls-ca", flags->tls_ca, "PEM CA that signs the controller's certificate");
   cmd->add_option("--tls-cert", flags->tls_cert, "PEM client certificate for mTLS");
   cmd->add_option("--tls-key", flags->tls_key, "PEM private key of --tls-cert");
+  cmd->add_option("--http-listen", flags->http_listen,
+                  "Serve GET /metrics (Prometheus) over HTTP on host:port (port 0 = any free "
+                  "port)");
+  cmd->add_option("--http-tls-cert", flags->http_tls.cert_file,
+                  "PEM certificate chain: serve --http-listen over HTTPS");
+  cmd->add_option("--http-tls-key", flags->http_tls.key_file, "PEM private key of --http-tls-cert");
+  cmd->add_option("--http-tls-client-ca", flags->http_tls.ca_file,
+                  "PEM CA: HTTPS clients must present a certificate signed by it");
+  cmd->add_option("--http-tokens", flags->http_tokens,
+                  "Bearer tokens file (`scope token` per line, as ftcontroller's --tokens); "
+                  "/metrics then needs a client or admin token");
   cmd->add_option("--log-level", flags->log.level, "trace|debug|info|warn|error")
       ->capture_default_str();
   cmd->add_option("--log-file", flags->log.file, "Also log to this file");

@@ -1,15 +1,19 @@
 // Each binary answers --help and --version; each server, started as a real process on an
-// ephemeral loopback port, reports SERVING and exits 0 on SIGTERM and SIGINT. (ftserve needs a
-// model folder: tests/serve/ftserve_process_test.cc covers its lifecycle.)
+// ephemeral loopback port, reports SERVING, serves /metrics that promtool accepts when given
+// --http-listen, and exits 0 on SIGTERM and SIGINT. (ftserve needs a model folder:
+// tests/serve/ftserve_process_test.cc covers its lifecycle.)
+#include <gtest/gtest.h>
+
+#include <algorithm>
 #include <csignal>
 #include <string>
 #include <vector>
 
-#include <gtest/gtest.h>
-
 #include "absl/strings/match.h"
 #include "tests/support/health.h"
+#include "tests/support/http_client.h"
 #include "tests/support/process.h"
+#include "tests/support/promtool.h"
 
 namespace ftune::testing {
 namespace {
@@ -56,6 +60,15 @@ TEST_P(ServerLifecycleTest, ServesHealthAndStopsOnSignal) {
   auto health = CheckHealth(*address, absl::Seconds(10));
   ASSERT_TRUE(health.ok()) << health.status();
   EXPECT_EQ(*health, "SERVING");
+  if (std::find(argv.begin(), argv.end(), "--http-listen") != argv.end()) {
+    auto http = child->WaitForHttpListening(absl::Seconds(10));
+    ASSERT_TRUE(http.ok()) << http.status();
+    auto metrics = HttpGet(*http, "/metrics");
+    ASSERT_TRUE(metrics.ok()) << metrics.status();
+    EXPECT_EQ(metrics->status, 200);
+    absl::Status lint = PromtoolCheckMetrics(metrics->body);
+    EXPECT_TRUE(lint.ok()) << lint << "\n" << metrics->body;
+  }
 
   child->Signal(c.signo);
   auto code = child->Wait(absl::Seconds(30));
@@ -66,10 +79,14 @@ TEST_P(ServerLifecycleTest, ServesHealthAndStopsOnSignal) {
 INSTANTIATE_TEST_SUITE_P(
     Servers, ServerLifecycleTest,
     ::testing::Values(
-        ServerCase{"ftcontroller", {"--listen", "127.0.0.1:0", "--data-dir", "{tmp}"}, SIGTERM},
+        ServerCase{
+            "ftcontroller",
+            {"--listen", "127.0.0.1:0", "--data-dir", "{tmp}", "--http-listen", "127.0.0.1:0"},
+            SIGTERM},
         ServerCase{"ftcontroller", {"--listen", "127.0.0.1:0", "--data-dir", "{tmp}"}, SIGINT},
         ServerCase{"ftworker",
-                   {"run", "--controller", "127.0.0.1:1", "--listen", "127.0.0.1:0"},
+                   {"run", "--controller", "127.0.0.1:1", "--listen", "127.0.0.1:0",
+                    "--http-listen", "127.0.0.1:0"},
                    SIGTERM}),
     [](const ::testing::TestParamInfo<ServerCase>& info) {
       return info.param.name + (info.param.signo == SIGINT ? "_sigint" : "_sigterm");

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -21,7 +22,9 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "ftune/v1/job.pb.h"
+#include "tests/support/http_client.h"
 #include "tests/support/process.h"
+#include "tests/support/promtool.h"
 
 namespace ftune::testing {
 namespace {
@@ -110,7 +113,9 @@ class DaemonEndToEndTest : public ::testing::Test {
                                      "--heartbeat-seconds",
                                      "1",
                                      "--drain-seconds",
-                                     "1"};
+                                     "1",
+                                     "--http-listen",
+                                     "127.0.0.1:0"};
     argv.insert(argv.end(), controller_flags_.begin(), controller_flags_.end());
     auto controller = ChildProcess::Start(argv);
     ASSERT_TRUE(controller.ok()) << controller.status();
@@ -118,6 +123,20 @@ class DaemonEndToEndTest : public ::testing::Test {
     auto address = controller_->WaitForListening(absl::Seconds(60));
     ASSERT_TRUE(address.ok()) << address.status();
     address_ = *address;
+    auto http = controller_->WaitForHttpListening(absl::Seconds(10));
+    ASSERT_TRUE(http.ok()) << http.status();
+    controller_http_ = *http;
+  }
+
+  // GET /metrics of the process serving HTTP on `address`, checked by promtool.
+  std::string Metrics(const std::string& address) {
+    auto page = HttpGet(address, "/metrics");
+    EXPECT_TRUE(page.ok()) << page.status();
+    if (!page.ok()) return "";
+    EXPECT_EQ(page->status, 200) << page->body;
+    absl::Status lint = PromtoolCheckMetrics(page->body);
+    EXPECT_TRUE(lint.ok()) << lint;
+    return page->body;
   }
 
   virtual int LeaseSeconds() const { return 20; }
@@ -149,6 +168,8 @@ class DaemonEndToEndTest : public ::testing::Test {
                                      "--allowed-root",
                                      tmp_,
                                      "--listen",
+                                     "127.0.0.1:0",
+                                     "--http-listen",
                                      "127.0.0.1:0"};
     argv.insert(argv.end(), worker_flags_.begin(), worker_flags_.end());
     auto worker = ChildProcess::Start(argv);
@@ -156,6 +177,9 @@ class DaemonEndToEndTest : public ::testing::Test {
     if (!worker.ok()) return nullptr;
     auto child = std::make_unique<ChildProcess>(*std::move(worker));
     EXPECT_TRUE(child->WaitForListening(absl::Seconds(60)).ok());
+    auto http = child->WaitForHttpListening(absl::Seconds(10));
+    EXPECT_TRUE(http.ok()) << http.status();
+    if (http.ok()) worker_http_[id] = *http;
     return child;
   }
 
@@ -202,7 +226,9 @@ class DaemonEndToEndTest : public ::testing::Test {
     return ParseJob(got.out);
   }
 
-  std::string tmp_, data_, address_;
+  std::string tmp_, data_, address_, controller_http_;
+  // The HTTP (/metrics) address of each worker started, by id.
+  std::map<std::string, std::string> worker_http_;
   // Extra flags for the controller, every worker and every ftctl call.
   std::vector<std::string> controller_flags_, worker_flags_, ctl_flags_;
   std::unique_ptr<ChildProcess> controller_;
@@ -259,6 +285,17 @@ TEST_F(DaemonEndToEndTest, SubmitRunsToSuccessAndTheReplayEqualsTheLiveStream) {
   EXPECT_EQ(workers.exit_code, 0);
   EXPECT_TRUE(absl::StrContains(workers.out, "worker-a")) << workers.out;
 
+  // The controller's metrics tell the same story.
+  const std::string metrics = Metrics(controller_http_);
+  for (const char* line :
+       {"ftune_controller_jobs{state=\"succeeded\"} 1\n",
+        "ftune_controller_jobs_submitted_total 1\n", "ftune_controller_leases_granted_total 1\n",
+        "ftune_controller_workers{state=\"online\"} 1\n"}) {
+    EXPECT_TRUE(absl::StrContains(metrics, line)) << line << " missing from\n" << metrics;
+  }
+  EXPECT_TRUE(absl::StrContains(metrics, "ftune_controller_events_total{kind=\"eval_result\"} "))
+      << metrics;
+
   worker->Signal(SIGTERM);
   auto code = worker->Wait(absl::Seconds(60));
   ASSERT_TRUE(code.ok()) << code.status();
@@ -276,13 +313,24 @@ TEST_F(DaemonEndToEndTest, SigtermHandsTheJobBackAndAnotherWorkerResumesIt) {
 
   auto watch = ChildProcess::Start(Ctl({"watch", id, "--json"}));
   ASSERT_TRUE(watch.ok()) << watch.status();
-  // Wait for a complete checkpoint of the first attempt.
+  // Wait for the first attempt's second complete checkpoint.
   int64_t checkpoint_step = 0;
-  while (checkpoint_step == 0) {
+  while (checkpoint_step < 2) {
     auto line = watch->ReadLine(absl::Minutes(5));
     ASSERT_TRUE(line.ok()) << line.status();
     v1::JobEvent event = ParseEvent(*line);
     if (event.has_checkpoint_saved()) checkpoint_step = event.checkpoint_saved().step();
+  }
+  // The worker saw those events before it sent them: its metrics have the job.
+  const std::string metrics = Metrics(worker_http_["worker-a"]);
+  for (const std::string& part :
+       {std::string("ftune_worker_running_jobs 1\n"),
+        absl::StrCat("ftune_worker_train_loss{job=\"", id, "\"} "),
+        absl::StrCat("ftune_worker_step_seconds{job=\"", id, "\"} "),
+        absl::StrCat("ftune_worker_train_samples_per_second{job=\"", id, "\"} "),
+        std::string("ftune_worker_checkpoint_save_seconds_count "),
+        std::string("ftune_worker_device_memory_bytes{device=\"cpu\"} ")}) {
+    EXPECT_TRUE(absl::StrContains(metrics, part)) << part << " missing from\n" << metrics;
   }
 
   first->Signal(SIGTERM);

@@ -42,11 +42,28 @@ const char* OutcomeName(v1::JobOutcome outcome) {
   }
 }
 
+// Shows every event to the observer, then passes it on to the controller's reporter.
+class ObservedSink final : public train::EventSink {
+ public:
+  ObservedSink(train::EventSink* next, JobObserver* observer, std::string job_id)
+      : next_(next), observer_(observer), job_id_(std::move(job_id)) {}
+  void Emit(v1::JobEvent event) override {
+    observer_->OnJobEvent(job_id_, event);
+    next_->Emit(std::move(event));
+  }
+
+ private:
+  train::EventSink* const next_;
+  JobObserver* const observer_;
+  const std::string job_id_;
+};
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<WorkerDaemon>> WorkerDaemon::Create(DaemonConfig config,
                                                                    WorkerClient* client,
-                                                                   train::JobRunner* runner) {
+                                                                   train::JobRunner* runner,
+                                                                   JobObserver* observer) {
   if (config.worker_id.empty()) return absl::InvalidArgumentError("worker id is empty");
   if (config.devices.empty()) return absl::InvalidArgumentError("worker has no devices");
   for (size_t i = 0; i < config.devices.size(); ++i) {
@@ -63,15 +80,16 @@ absl::StatusOr<std::unique_ptr<WorkerDaemon>> WorkerDaemon::Create(DaemonConfig 
   absl::StatusOr<AllowedRoots> roots = AllowedRoots::Create(config.allowed_roots);
   if (!roots.ok()) return roots.status();
   return std::unique_ptr<WorkerDaemon>(
-      new WorkerDaemon(std::move(config), *std::move(roots), client, runner));
+      new WorkerDaemon(std::move(config), *std::move(roots), client, runner, observer));
 }
 
 WorkerDaemon::WorkerDaemon(DaemonConfig config, AllowedRoots roots, WorkerClient* client,
-                           train::JobRunner* runner)
+                           train::JobRunner* runner, JobObserver* observer)
     : config_(std::move(config)),
       roots_(std::move(roots)),
       client_(client),
       runner_(runner),
+      observer_(observer),
       heartbeat_interval_(config_.heartbeat_interval) {}
 
 WorkerDaemon::~WorkerDaemon() { Shutdown(); }
@@ -321,6 +339,7 @@ void WorkerDaemon::HeartbeatLoop() {
 
 void WorkerDaemon::RunJob(RunningJob* running) {
   const v1::Job& job = running->job;
+  if (observer_ != nullptr) observer_->OnJobStarted(job, running->device);
   train::JobRunResult result;
   absl::Status allowed = roots_.CheckJob(job.spec());
   if (!allowed.ok()) {
@@ -333,8 +352,11 @@ void WorkerDaemon::RunJob(RunningJob* running) {
     result.error = "worker shutting down";
   } else {
     EventReporter reporter(client_, job.id(), running->lease_id, &running->cancel, config_.events);
+    ObservedSink observed(&reporter, observer_, job.id());
+    train::EventSink* sink =
+        observer_ != nullptr ? static_cast<train::EventSink*>(&observed) : &reporter;
     try {
-      result = runner_->Run(job, running->device, &reporter, &running->cancel);
+      result = runner_->Run(job, running->device, sink, &running->cancel);
     } catch (const std::exception& e) {
       result = {};
       result.outcome = v1::JOB_OUTCOME_FAILED;
@@ -351,10 +373,14 @@ void WorkerDaemon::RunJob(RunningJob* running) {
     }
   }
 
-  if (running->cancel.reason() == StopReason::kLeaseLost) {
+  const bool lease_lost = running->cancel.reason() == StopReason::kLeaseLost;
+  if (lease_lost) {
     spdlog::warn("job {}: stopped after losing its lease; not reported", job.id());
   } else {
     Complete(running, result);
+  }
+  if (observer_ != nullptr) {
+    observer_->OnJobFinished(job.id(), lease_lost ? v1::JOB_OUTCOME_UNSPECIFIED : result.outcome);
   }
   {
     std::lock_guard<std::mutex> lock(mu_);

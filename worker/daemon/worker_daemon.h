@@ -19,6 +19,7 @@
 #include "worker/daemon/allowed_roots.h"
 #include "worker/daemon/backoff.h"
 #include "worker/daemon/event_reporter.h"
+#include "worker/daemon/job_observer.h"
 #include "worker/daemon/worker_client.h"
 #include "worker/train/cancel_token.h"
 #include "worker/train/job_runner.h"
@@ -50,10 +51,12 @@ struct DaemonConfig {
 
 class WorkerDaemon {
  public:
-  // `client` and `runner` are not owned and must outlive the daemon.
+  // `client`, `runner` and `observer` (may be null) are not owned and must outlive the
+  // daemon.
   static absl::StatusOr<std::unique_ptr<WorkerDaemon>> Create(DaemonConfig config,
                                                               WorkerClient* client,
-                                                              train::JobRunner* runner);
+                                                              train::JobRunner* runner,
+                                                              JobObserver* observer = nullptr);
   // Shuts down if still running.
   ~WorkerDaemon();
 
@@ -84,7 +87,7 @@ class WorkerDaemon {
   };
 
   WorkerDaemon(DaemonConfig config, AllowedRoots roots, WorkerClient* client,
-               train::JobRunner* runner);
+               train::JobRunner* runner, JobObserver* observer);
 
   void AcquireLoop();
   void HeartbeatLoop();
@@ -102,6 +105,7 @@ class WorkerDaemon {
   const AllowedRoots roots_;
   WorkerClient* const client_;
   train::JobRunner* const runner_;
+  JobObserver* const observer_;
 
   mutable std::mutex mu_;
   std::condition_variable changed_;  // a job finished, shutdown began, registration changed
