@@ -469,12 +469,25 @@ def listen_port(command):
     return None
 
 
+def http_port(command):
+    if "--http-listen" in command:
+        return command[command.index("--http-listen") + 1].rsplit(":", 1)[1]
+    return None
+
+
+def load_compose():
+    with open(os.path.join(DOCKER, "docker-compose.yml")) as f:
+        compose = yaml.safe_load(f)
+    # ftune's own services run ftune's images; the rest (Prometheus, Grafana) are upstream's.
+    ftune = {name: s for name, s in compose["services"].items()
+             if s.get("image", "").startswith("ftune:")}
+    return compose, ftune
+
+
 class ComposeTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        with open(os.path.join(DOCKER, "docker-compose.yml")) as f:
-            cls.compose = yaml.safe_load(f)
-        cls.services = cls.compose["services"]
+        cls.compose, cls.services = load_compose()
 
     def mounts(self, service):
         """{container path: (source, read_only)} from the short volume syntax."""
@@ -487,6 +500,7 @@ class ComposeTest(unittest.TestCase):
 
     def test_services(self):
         self.assertLessEqual({"controller", "worker", "serve", "worker-gpu"}, set(self.services))
+        self.assertLessEqual({"prometheus", "grafana"}, set(self.compose["services"]))
         self.assertEqual(self.services["worker-gpu"].get("profiles"), ["gpu"])
         # ftserve refuses to start without a model: not part of the default `up`.
         self.assertEqual(self.services["serve"].get("profiles"), ["serve"])
@@ -567,6 +581,81 @@ class ComposeTest(unittest.TestCase):
                         if flag.startswith("--") and not flag_in_help(flag, out)]
         self.assertFalse(unknown, "flags the binaries' --help does not list:\n  "
                          + "\n  ".join(unknown))
+
+
+# Metric names the C++ code registers ("ftune_..." string literals).
+def exported_metrics():
+    names = set()
+    for rel in tracked_files():
+        if rel.startswith(("server/", "worker/", "common/")) and rel.endswith(".cc"):
+            with open(os.path.join(SOURCE, rel)) as f:
+                names.update(re.findall(r'"(ftune_[a-z0-9_]+)"', f.read()))
+    return names
+
+
+class MonitoringTest(unittest.TestCase):
+    """Prometheus and Grafana beside ftune in docker-compose.yml."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.compose, cls.ftune = load_compose()
+        cls.prometheus_config = os.path.join(SOURCE, "deploy", "prometheus", "prometheus.yml")
+        with open(cls.prometheus_config) as f:
+            cls.prometheus = yaml.safe_load(f)
+        cls.dashboard_path = os.path.join(SOURCE, "deploy", "grafana", "dashboards", "ftune.json")
+        with open(cls.dashboard_path) as f:
+            cls.dashboard = json.load(f)
+
+    def mount_sources(self, service):
+        """{container path: host path} of the bind mounts (relative to the compose file)."""
+        result = {}
+        for v in self.compose["services"][service].get("volumes", []):
+            source, target = v.split(":")[:2]
+            if source.startswith("."):
+                result[target] = os.path.normpath(os.path.join(DOCKER, source))
+        return result
+
+    def test_every_ftune_service_serves_http_and_is_scraped(self):
+        targets = {t for job in self.prometheus["scrape_configs"]
+                   for group in job.get("static_configs", []) for t in group["targets"]}
+        expected = set()
+        for name, service in self.ftune.items():
+            port = http_port(service["command"])
+            self.assertIsNotNone(port, f"{name}: no --http-listen, so no /metrics")
+            expected.add(f"{name}:{port}")
+        self.assertEqual(targets, expected)
+
+    def test_promtool_accepts_the_config(self):
+        result = subprocess.run(["/usr/bin/promtool", "check", "config", self.prometheus_config],
+                                capture_output=True, text=True)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+    def test_mounted_files_exist(self):
+        prometheus = self.mount_sources("prometheus")
+        self.assertEqual(prometheus["/etc/prometheus/prometheus.yml"], self.prometheus_config)
+        grafana = self.mount_sources("grafana")
+        provisioning = grafana["/etc/grafana/provisioning"]
+        with open(os.path.join(provisioning, "dashboards", "ftune.yml")) as f:
+            provider = yaml.safe_load(f)["providers"][0]
+        self.assertEqual(grafana[provider["options"]["path"]], os.path.dirname(self.dashboard_path))
+        with open(os.path.join(provisioning, "datasources", "prometheus.yml")) as f:
+            datasource = yaml.safe_load(f)["datasources"][0]
+        self.assertEqual(datasource["url"], "http://prometheus:9090")
+        for panel in self.dashboard["panels"]:
+            if panel["type"] != "row":
+                self.assertEqual(panel["datasource"]["uid"], datasource["uid"], panel["title"])
+
+    def test_dashboard_charts_only_exported_metrics(self):
+        exported = exported_metrics()
+        self.assertIn("ftune_serve_requests_total", exported)  # the scan found the code
+        used = set()
+        for panel in self.dashboard["panels"]:
+            for target in panel.get("targets", []):
+                used.update(re.findall(r"\b(ftune_[a-z0-9_]+)", target["expr"]))
+        self.assertTrue(used)
+        unknown = {m for m in used if m not in exported
+                   and re.sub(r"_(bucket|sum|count)$", "", m) not in exported}
+        self.assertEqual(unknown, set(), "dashboard queries of metrics no binary exports")
 
 
 class ExampleConfigTest(unittest.TestCase):
