@@ -71,9 +71,8 @@ class FineTuneRunner : public JobRunner {
     config->loader_threads = options_.loader_threads;
 
     data::AudioCache audio;
-    const std::vector<std::string> labels(spec.labels().begin(), spec.labels().end());
     absl::StatusOr<data::Dataset> dataset = data::LoadDataset(
-        spec.dataset(), labels, config->seed, &audio, config->loader_threads);
+        data::DatasetRequestFor(spec, config->seed), &audio, config->loader_threads);
     if (!dataset.ok()) return dataset.status();
     {
       ftune::v1::JobEvent event;
