@@ -272,6 +272,35 @@ TEST(JobRunnerTest, AResumedJobContinuesItsCurvesAndLogWithoutDuplicates) {
   EXPECT_TRUE(std::filesystem::exists(fs::path(out) / "all_results.json"));
 }
 
+// A job that starts from a folder whose config.json names the Hub model it came from
+// (_name_or_path, as transformers writes it) gives that model as the card's base_model.
+TEST(JobRunnerTest, TheModelCardNamesTheHubModelAJobStartedFrom) {
+  namespace fs = std::filesystem;
+  ftune::v1::Job first =
+      ToneJob(ftune::testing::MakeTempDir("data"), ftune::testing::MakeTempDir("out"));
+  first.mutable_spec()->mutable_training()->set_epochs(1);
+  RecordingSink sink;
+  CancelToken cancel;
+  JobRunResult pretrained = MakeFineTuneRunner({})->Run(first, "cpu", &sink, &cancel);
+  ASSERT_EQ(pretrained.outcome, ftune::v1::JOB_OUTCOME_SUCCEEDED) << pretrained.error;
+  const fs::path config = fs::path(pretrained.best_checkpoint) / "config.json";
+  nlohmann::json json = ReadJson(config);
+  json["_name_or_path"] = "facebook/hubert-base-ls960";
+  std::ofstream(config) << json.dump(2);
+
+  ftune::v1::Job second = first;
+  second.mutable_spec()->set_model(pretrained.best_checkpoint);
+  second.mutable_spec()->set_output_dir(ftune::testing::MakeTempDir("out"));
+  JobRunResult result = MakeFineTuneRunner({})->Run(second, "cpu", &sink, &cancel);
+  ASSERT_EQ(result.outcome, ftune::v1::JOB_OUTCOME_SUCCEEDED) << result.error;
+  std::ifstream card_file(fs::path(result.best_checkpoint) / "README.md");
+  const std::string card((std::istreambuf_iterator<char>(card_file)),
+                         std::istreambuf_iterator<char>());
+  EXPECT_THAT(card, ::testing::HasSubstr("\nbase_model: \"facebook/hubert-base-ls960\"\n"));
+  EXPECT_THAT(card, ::testing::HasSubstr("Fine-tuned from [facebook/hubert-base-ls960]"));
+  EXPECT_THAT(card, ::testing::HasSubstr("- freeze_feature_encoder: true"));
+}
+
 TEST(JobRunnerTest, ReportToNoneWritesNoEventFiles) {
   const std::string out = ftune::testing::MakeTempDir("out");
   ftune::v1::Job job = ToneJob(ftune::testing::MakeTempDir("data"), out);
