@@ -12,6 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "common/job_spec.h"
 #include "common/job_spec_flags.h"
 
 namespace ftune::ctl {
@@ -75,7 +76,8 @@ void PrintJob(std::ostream& out, const v1::Job& job) {
   row("attempt", absl::StrCat(job.attempt()));
   row("worker", job.worker_id());
   row("model", spec.model());
-  row("dataset", spec.dataset().path());
+  row(spec.extra_datasets_size() > 0 ? "datasets" : "dataset",
+      absl::StrJoin(DatasetPaths(spec), " + "));
   row("output_dir", spec.output_dir());
   row("device", spec.device());
   row("created", FormatTime(job.create_time()));

@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "client/output.h"
+#include "common/job_spec.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace ftune::ctl {
@@ -320,7 +321,7 @@ std::string RenderReport(const ftune::v1::Job& job, std::vector<JobEvent> events
       HtmlEscape(name), "</title>\n<style>", kStyle, "</style></head><body>\n<h1>",
       HtmlEscape(name), " <span class=\"state-", state, "\">", state, "</span></h1>\n",
       "<div class=sub>job ", HtmlEscape(job.id()), " · model ", HtmlEscape(job.spec().model()),
-      " · dataset ", HtmlEscape(job.spec().dataset().path()), " · created ",
+      " · dataset ", HtmlEscape(absl::StrJoin(DatasetPaths(job.spec()), " + ")), " · created ",
       FormatTime(job.create_time()), "</div>\n");
   if (!job.error().empty()) {
     absl::StrAppend(&html, "<p class=state-FAILED>", HtmlEscape(job.error()), "</p>\n");

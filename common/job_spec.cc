@@ -22,13 +22,21 @@ absl::Status Bad(absl::string_view field, absl::string_view why) {
 
 bool InRange(double v, double lo, double hi) { return std::isfinite(v) && v >= lo && v <= hi; }
 
-absl::Status ValidateDataset(const ftune::v1::DatasetSpec& d) {
-  if (d.path().empty()) return Bad("dataset.path", "required");
-  if (!ftune::v1::DatasetLayout_IsValid(d.layout())) return Bad("dataset.layout", "unknown value");
-  if (!ftune::v1::SplitStrategy_IsValid(d.split())) return Bad("dataset.split", "unknown value");
+// Corpora one job may train on together.
+constexpr int kMaxExtraDatasets = 63;
+
+// `field` is "dataset" or "extra_datasets[i]".
+absl::Status ValidateDataset(const ftune::v1::DatasetSpec& d, const std::string& field) {
+  if (d.path().empty()) return Bad(absl::StrCat(field, ".path"), "required");
+  if (!ftune::v1::DatasetLayout_IsValid(d.layout())) {
+    return Bad(absl::StrCat(field, ".layout"), "unknown value");
+  }
+  if (!ftune::v1::SplitStrategy_IsValid(d.split())) {
+    return Bad(absl::StrCat(field, ".split"), "unknown value");
+  }
   if (d.has_eval_fraction() &&
       !(std::isfinite(d.eval_fraction()) && d.eval_fraction() > 0 && d.eval_fraction() < 1)) {
-    return Bad("dataset.eval_fraction", "must be between 0 and 1 (exclusive)");
+    return Bad(absl::StrCat(field, ".eval_fraction"), "must be between 0 and 1 (exclusive)");
   }
   return absl::OkStatus();
 }
@@ -84,9 +92,34 @@ bool IsValidDeviceName(const std::string& device) {
   return absl::SimpleAtoi(rest, &index) && index >= 0;
 }
 
-absl::Status ValidateJobSpec(const JobSpec& spec) {
+absl::Status ValidateDatasets(const JobSpec& spec) {
   if (!spec.has_dataset()) return Bad("dataset.path", "required");
-  if (absl::Status s = ValidateDataset(spec.dataset()); !s.ok()) return s;
+  if (absl::Status s = ValidateDataset(spec.dataset(), "dataset"); !s.ok()) return s;
+  if (spec.extra_datasets_size() > kMaxExtraDatasets) {
+    return Bad("extra_datasets", absl::StrCat("at most ", kMaxExtraDatasets, " besides dataset"));
+  }
+  std::set<std::string> paths = {spec.dataset().path()};
+  for (int i = 0; i < spec.extra_datasets_size(); ++i) {
+    const std::string field = absl::StrCat("extra_datasets[", i, "]");
+    const ftune::v1::DatasetSpec& d = spec.extra_datasets(i);
+    if (absl::Status s = ValidateDataset(d, field); !s.ok()) return s;
+    if (!paths.insert(d.path()).second) {
+      return Bad(absl::StrCat(field, ".path"), absl::StrCat("'", d.path(), "' is listed twice"));
+    }
+  }
+  for (const auto& [from, to] : spec.label_map()) {
+    if (from.empty()) return Bad("label_map", "an entry maps an empty label");
+    if (to.empty()) {
+      return Bad(absl::StrCat("label_map['", from, "']"),
+                 "maps to an empty label (to leave a class out, list the labels to keep in "
+                 "labels)");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateJobSpec(const JobSpec& spec) {
+  if (absl::Status s = ValidateDatasets(spec); !s.ok()) return s;
   if (spec.model().empty()) return Bad("model", "required (a preset or a checkpoint folder)");
   std::set<std::string> seen;
   for (int i = 0; i < spec.labels_size(); ++i) {
@@ -110,6 +143,7 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
     return Bad("client_request_id", "longer than 256 characters");
   }
   if (spec.name().size() > 256) return Bad("name", "longer than 256 characters");
+  if (!ftune::v1::ReportTo_IsValid(spec.report_to())) return Bad("report_to", "unknown value");
   return absl::OkStatus();
 }
 
@@ -167,10 +201,19 @@ std::string DescribeRecipe(const JobSpec& spec) {
   return line;
 }
 
+std::vector<std::string> DatasetPaths(const JobSpec& spec) {
+  std::vector<std::string> paths = {spec.dataset().path()};
+  for (const auto& d : spec.extra_datasets()) paths.push_back(d.path());
+  return paths;
+}
+
 JobSpec WithDefaults(const JobSpec& spec) {
   JobSpec out = spec;
   ftune::v1::DatasetSpec* d = out.mutable_dataset();
   if (!d->has_eval_fraction()) d->set_eval_fraction(0.2);
+  for (ftune::v1::DatasetSpec& extra : *out.mutable_extra_datasets()) {
+    if (!extra.has_eval_fraction()) extra.set_eval_fraction(0.2);
+  }
   ftune::v1::TrainingConfig* t = out.mutable_training();
   const Recipe& recipe = RecipeFor(spec.model());
   if (t->epochs() == 0) t->set_epochs(recipe.epochs);

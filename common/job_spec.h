@@ -33,6 +33,10 @@ const Recipe& RecipeFor(const std::string& model);
 // job: epochs 8".
 std::string DescribeRecipe(const ftune::v1::JobSpec& spec);
 
+// The dataset part of a spec (dataset, extra_datasets, label_map): OK, or InvalidArgument naming
+// the first bad field, e.g. "extra_datasets[0].path: '/data/x' is listed twice".
+absl::Status ValidateDatasets(const ftune::v1::JobSpec& spec);
+
 // OK, or InvalidArgument naming the first bad field, e.g.
 // "training.batch_size: must be 1..4096". Unset fields (0, empty, absent optional) mean the
 // default and are accepted.
@@ -42,9 +46,13 @@ absl::Status ValidateJobSpec(const ftune::v1::JobSpec& spec);
 // RecipeFor(model), batch_size 8, grad_accum 1, weight_decay 0, max_grad_norm 1,
 // max_seconds 0, keep_last 2, metric_for_best accuracy,
 // early_stopping_threshold 0, seed 42, log_every_steps 10, device auto, max_restarts 3,
-// dataset.eval_fraction 0.2. Explicit values are kept. training.freeze_feature_encoder stays
-// unset when unset: its default depends on the model (see job.proto).
+// dataset.eval_fraction 0.2 (and each extra dataset's). Explicit values are kept.
+// training.freeze_feature_encoder stays unset when unset: its default depends on the model
+// (see job.proto).
 ftune::v1::JobSpec WithDefaults(const ftune::v1::JobSpec& spec);
+
+// dataset.path, then each extra_datasets[i].path.
+std::vector<std::string> DatasetPaths(const ftune::v1::JobSpec& spec);
 
 // True for "", auto, cpu, cuda and cuda:N.
 bool IsValidDeviceName(const std::string& device);

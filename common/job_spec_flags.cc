@@ -3,6 +3,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
@@ -11,6 +12,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/job_spec.h"
@@ -24,16 +26,23 @@ using v1::JobSpec;
 
 namespace {
 
+// An enum value name as typed: lower case, '-' between words ("crema-d"); '_' is accepted too.
+std::string TypedName(const std::string& name) {
+  std::string typed = absl::AsciiStrToLower(name);
+  std::replace(typed.begin(), typed.end(), '_', '-');
+  return typed;
+}
+
 // Matches `name` against the enum's value names without `prefix`, case-insensitively.
 absl::StatusOr<int> ParseEnum(const google::protobuf::EnumDescriptor* descriptor,
                               const std::string& prefix, const std::string& flag,
                               const std::string& name) {
   std::vector<std::string> choices;
-  const std::string wanted = absl::AsciiStrToLower(name);
+  const std::string wanted = TypedName(name);
   for (int i = 0; i < descriptor->value_count(); ++i) {
     std::string choice = descriptor->value(i)->name();
     if (absl::StartsWith(choice, prefix)) choice = choice.substr(prefix.size());
-    choice = absl::AsciiStrToLower(choice);
+    choice = TypedName(choice);
     if (choice == "unspecified") continue;
     if (choice == wanted) return descriptor->value(i)->number();
     choices.push_back(choice);
@@ -135,6 +144,84 @@ absl::StatusOr<v1::Precision> ParsePrecision(const std::string& name) {
 absl::StatusOr<v1::LrSchedule> ParseSchedule(const std::string& name) {
   return ParseEnumAs<v1::LrSchedule>(v1::LrSchedule_descriptor(), "LR_SCHEDULE_", "--schedule",
                                      name);
+}
+
+absl::StatusOr<v1::ReportTo> ParseReportTo(const std::string& name) {
+  return ParseEnumAs<v1::ReportTo>(v1::ReportTo_descriptor(), "REPORT_TO_", "--report-to", name);
+}
+
+absl::StatusOr<std::map<std::string, std::string>> ParseLabelMap(
+    const std::vector<std::string>& entries) {
+  std::map<std::string, std::string> map;
+  for (const std::string& entry : entries) {
+    const size_t eq = entry.find('=');
+    if (eq == std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--label-map: '", entry, "' is not FROM=TO (e.g. anger=angry)"));
+    }
+    const std::string from(absl::StripAsciiWhitespace(entry.substr(0, eq)));
+    const std::string to(absl::StripAsciiWhitespace(entry.substr(eq + 1)));
+    if (from.empty() || to.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--label-map: '", entry, "' needs a label on both sides of '='"));
+    }
+    auto [it, inserted] = map.emplace(from, to);
+    if (!inserted && it->second != to) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--label-map: '", from, "' is mapped twice (", it->second, ", ", to, ")"));
+    }
+  }
+  return map;
+}
+
+void SetDatasetPaths(const std::vector<std::string>& paths, JobSpec* spec) {
+  if (paths.empty()) return;
+  spec->mutable_dataset()->set_path(paths[0]);
+  auto* extra = spec->mutable_extra_datasets();
+  while (extra->size() > static_cast<int>(paths.size()) - 1) extra->RemoveLast();
+  for (size_t i = 1; i < paths.size(); ++i) {
+    v1::DatasetSpec* d =
+        static_cast<int>(i) - 1 < extra->size() ? extra->Mutable(i - 1) : extra->Add();
+    d->set_path(paths[i]);
+  }
+}
+
+absl::Status SetDatasetLayout(const std::string& value, v1::DatasetSpec* dataset) {
+  ASSIGN_OR_RETURN(v1::DatasetLayout layout, ParseLayout(value));
+  dataset->set_layout(layout);
+  return absl::OkStatus();
+}
+
+absl::Status SetDatasetSplit(const std::string& value, v1::DatasetSpec* dataset) {
+  ASSIGN_OR_RETURN(v1::SplitStrategy split, ParseSplit(value));
+  dataset->set_split(split);
+  return absl::OkStatus();
+}
+
+absl::Status SetDatasetEvalFraction(const std::string& value, v1::DatasetSpec* dataset) {
+  double fraction = 0;
+  if (!absl::SimpleAtod(value, &fraction)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--eval-fraction: '", value, "' is not a number"));
+  }
+  dataset->set_eval_fraction(fraction);
+  return absl::OkStatus();
+}
+
+absl::Status ApplyPerDataset(
+    const std::string& flag, const std::vector<std::string>& values, JobSpec* spec,
+    const std::function<absl::Status(const std::string&, v1::DatasetSpec*)>& set) {
+  const size_t datasets = 1 + spec->extra_datasets_size();
+  if (values.size() != 1 && values.size() != datasets) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        flag, ": given ", values.size(), " times for ", datasets,
+        " datasets; give it once (for every dataset) or once per --dataset, in the same order"));
+  }
+  for (size_t i = 0; i < datasets; ++i) {
+    v1::DatasetSpec* d = i == 0 ? spec->mutable_dataset() : spec->mutable_extra_datasets(i - 1);
+    RETURN_IF_ERROR(set(values.size() == 1 ? values[0] : values[i], d));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::JobState> ParseJobState(const std::string& name) {
@@ -241,18 +328,49 @@ void JobSpecFlags::AddTo(CLI::App* cmd) {
     Add<double>(cmd, name, help, [set](double v, JobSpec* s) { (s->mutable_training()->*set)(v); });
   };
 
+  // A dataset flag: given once it applies to every --dataset, or once per --dataset in order.
+  auto per_dataset = [this, cmd](
+                         const std::string& name, const std::string& help,
+                         std::function<absl::Status(const std::string&, v1::DatasetSpec*)> set) {
+    Add<std::vector<std::string>>(cmd, name, help,
+                                  [name, set](const std::vector<std::string>& v, JobSpec* s) {
+                                    return ApplyPerDataset(name, v, s, set);
+                                  })
+        ->expected(1)
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  };
+
   cmd->option_defaults()->group("Job");
   // Dataset.
-  Add<std::string>(cmd, "--dataset", "Dataset folder or manifest (on the worker)",
-                   [](const std::string& v, JobSpec* s) { s->mutable_dataset()->set_path(v); });
-  enumerated("--layout", "auto|ravdess|folders|manifest", &ParseLayout,
-             [](v1::DatasetLayout e, JobSpec* s) { s->mutable_dataset()->set_layout(e); });
-  enumerated("--split", "auto|speaker|random|manifest", &ParseSplit,
-             [](v1::SplitStrategy e, JobSpec* s) { s->mutable_dataset()->set_split(e); });
-  Add<double>(cmd, "--eval-fraction", "Share held out for evaluation (default 0.2)",
-              [](double v, JobSpec* s) { s->mutable_dataset()->set_eval_fraction(v); });
-  boolean("--include-song", "RAVDESS: also use the song recordings",
-          [](bool v, JobSpec* s) { s->mutable_dataset()->set_include_song(v); });
+  Add<std::vector<std::string>>(
+      cmd, "--dataset",
+      "Dataset folder or manifest (on the worker); repeat it to train on several corpora",
+      [](const std::vector<std::string>& v, JobSpec* s) { SetDatasetPaths(v, s); })
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  per_dataset("--layout",
+              "auto|ravdess|folders|manifest|audiofolder|crema-d|tess|savee|emodb (once, or once "
+              "per --dataset)",
+              &SetDatasetLayout);
+  per_dataset("--split", "auto|speaker|random|manifest (once, or once per --dataset)",
+              &SetDatasetSplit);
+  per_dataset("--eval-fraction",
+              "Share held out for evaluation (default 0.2; once, or once per --dataset)",
+              &SetDatasetEvalFraction);
+  boolean("--include-song", "RAVDESS: also use the song recordings", [](bool v, JobSpec* s) {
+    s->mutable_dataset()->set_include_song(v);
+    for (v1::DatasetSpec& d : *s->mutable_extra_datasets()) d.set_include_song(v);
+  });
+  Add<std::vector<std::string>>(
+      cmd, "--label-map",
+      "FROM=TO,... renames dataset labels before --labels, e.g. anger=angry,fear=fearful",
+      [](const std::vector<std::string>& v, JobSpec* s) -> absl::Status {
+        ASSIGN_OR_RETURN(auto map, ParseLabelMap(v));
+        s->clear_label_map();
+        s->mutable_label_map()->insert(map.begin(), map.end());
+        return absl::OkStatus();
+      })
+      ->delimiter(',');
 
   // Model and labels.
   Add<std::string>(cmd, "--model",
@@ -321,8 +439,11 @@ void JobSpecFlags::AddTo(CLI::App* cmd) {
                 [](uint32_t v, JobSpec* s) { s->set_max_restarts(v); });
   Add<std::string>(cmd, "--request-id", "Idempotency key: resubmitting returns the same job",
                    [](const std::string& v, JobSpec* s) { s->set_client_request_id(v); });
-  Add<std::string>(cmd, "--name", "Free-form job name",
+  Add<std::string>(cmd, "--name", "Free-form job name (also the TensorBoard run's)",
                    [](const std::string& v, JobSpec* s) { s->set_name(v); });
+  enumerated("--report-to",
+             "tensorboard|none: TensorBoard event files under OUTPUT/runs/ (default tensorboard)",
+             &ParseReportTo, [](v1::ReportTo e, JobSpec* s) { s->set_report_to(e); });
   cmd->option_defaults()->group("Options");
 }
 

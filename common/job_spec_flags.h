@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -50,12 +51,35 @@ absl::StatusOr<ftune::v1::JobSpec> ParseJobSpecJson(const std::string& json);
 // A JobSpec from a YAML document with the same field names as the JSON form.
 absl::StatusOr<ftune::v1::JobSpec> ParseJobSpecYaml(const std::string& yaml);
 
-// Enum names as typed on the command line: lower case, prefix dropped, e.g. "ravdess", "bf16".
+// Enum names as typed on the command line: lower case, prefix dropped, '-' between words, e.g.
+// "ravdess", "crema-d", "bf16" ('_' is accepted for '-').
 absl::StatusOr<ftune::v1::DatasetLayout> ParseLayout(const std::string& name);
 absl::StatusOr<ftune::v1::SplitStrategy> ParseSplit(const std::string& name);
 absl::StatusOr<ftune::v1::Precision> ParsePrecision(const std::string& name);
 absl::StatusOr<ftune::v1::LrSchedule> ParseSchedule(const std::string& name);
 absl::StatusOr<ftune::v1::JobState> ParseJobState(const std::string& name);
+absl::StatusOr<ftune::v1::ReportTo> ParseReportTo(const std::string& name);
+
+// "FROM=TO" entries as a label map; InvalidArgument naming a malformed entry or a label mapped
+// to two different names.
+absl::StatusOr<std::map<std::string, std::string>> ParseLabelMap(
+    const std::vector<std::string>& entries);
+
+// The first path becomes dataset.path, the rest extra_datasets (each keeping its other fields
+// when the spec already had one at that place; extra_datasets beyond the paths are dropped).
+void SetDatasetPaths(const std::vector<std::string>& paths, ftune::v1::JobSpec* spec);
+
+// Per-dataset flag values (--layout, --split, --eval-fraction) into a DatasetSpec; Invalid-
+// Argument naming the flag when the value is not one it takes.
+absl::Status SetDatasetLayout(const std::string& value, ftune::v1::DatasetSpec* dataset);
+absl::Status SetDatasetSplit(const std::string& value, ftune::v1::DatasetSpec* dataset);
+absl::Status SetDatasetEvalFraction(const std::string& value, ftune::v1::DatasetSpec* dataset);
+
+// A per-dataset flag's values: one value is set on every dataset (dataset and extra_datasets),
+// one per dataset is set on each in order; any other count is InvalidArgument naming `flag`.
+absl::Status ApplyPerDataset(
+    const std::string& flag, const std::vector<std::string>& values, ftune::v1::JobSpec* spec,
+    const std::function<absl::Status(const std::string&, ftune::v1::DatasetSpec*)>& set);
 // "running" for JOB_STATE_RUNNING.
 std::string JobStateName(ftune::v1::JobState state);
 

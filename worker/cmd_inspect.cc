@@ -1,7 +1,8 @@
-// `ftworker inspect DIR`: what a dataset folder holds and what is wrong with it, before any
-// job runs — counts per class, speaker and split, durations, formats, and every skipped file
-// with its reason. Exit code 0 when the dataset can be trained on, 1 when it cannot (the
-// reason is printed), 2 when it cannot be read at all.
+// `ftworker inspect DIR [DIR...]`: what a dataset folder holds and what is wrong with it,
+// before any job runs — the layout it was read as, counts per class, speaker and split,
+// durations, formats, and every skipped file with its reason; several folders are read as the
+// corpora of one multi-corpus job (--label-map as in a job). Exit code 0 when the dataset can
+// be trained on, 1 when it cannot (the reason is printed), 2 when it cannot be read at all.
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
@@ -10,9 +11,13 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/job_spec.h"
+#include "common/job_spec_flags.h"
 #include "common/logging.h"
+#include "common/status_macros.h"
 #include "fmt/format.h"
 #include "worker/commands.h"
 #include "worker/data/dataset.h"
@@ -22,12 +27,13 @@ namespace ftune::worker {
 namespace {
 
 struct InspectFlags {
-  std::string path;
-  std::string layout = "auto";
-  std::string split = "auto";
-  double eval_fraction = 0.2;
+  std::vector<std::string> paths;
+  std::vector<std::string> layouts;
+  std::vector<std::string> splits;
+  std::vector<std::string> eval_fractions;
   bool include_song = false;
   std::string labels;
+  std::vector<std::string> label_map;
   uint64_t seed = 42;
   int threads = 0;
   bool json = false;
@@ -35,6 +41,11 @@ struct InspectFlags {
 
 void PrintText(const ftune::v1::DatasetSummary& s, const std::vector<std::string>& labels) {
   fmt::print("dataset {}\nlayout {}, split {}\n", s.path(), s.layout(), s.split());
+  for (const auto& corpus : s.corpora()) {
+    fmt::print("  corpus {}: {} (layout {}, split {}): {} usable of {} files, {} train / {} eval\n",
+               corpus.tag(), corpus.path(), corpus.layout(), corpus.split(), corpus.usable_files(),
+               corpus.total_files(), corpus.train_files(), corpus.eval_files());
+  }
   fmt::print("files: {} total, {} usable, {} skipped\n", s.total_files(), s.usable_files(),
              s.skipped_size());
   if (s.usable_files() > 0) {
@@ -84,39 +95,50 @@ void PrintText(const ftune::v1::DatasetSummary& s, const std::vector<std::string
   }
 }
 
-int Inspect(const InspectFlags& flags) {
-  ftune::v1::DatasetSpec spec;
-  spec.set_path(flags.path);
-  static const std::map<std::string, ftune::v1::DatasetLayout> kLayouts = {
-      {"auto", ftune::v1::DATASET_LAYOUT_AUTO},
-      {"ravdess", ftune::v1::DATASET_LAYOUT_RAVDESS},
-      {"folders", ftune::v1::DATASET_LAYOUT_FOLDERS},
-      {"manifest", ftune::v1::DATASET_LAYOUT_MANIFEST}};
-  static const std::map<std::string, ftune::v1::SplitStrategy> kSplits = {
-      {"auto", ftune::v1::SPLIT_STRATEGY_AUTO},
-      {"speaker", ftune::v1::SPLIT_STRATEGY_SPEAKER},
-      {"random", ftune::v1::SPLIT_STRATEGY_RANDOM},
-      {"manifest", ftune::v1::SPLIT_STRATEGY_MANIFEST}};
-  spec.set_layout(kLayouts.at(flags.layout));
-  spec.set_split(kSplits.at(flags.split));
-  spec.set_eval_fraction(flags.eval_fraction);
-  spec.set_include_song(flags.include_song);
-  std::vector<std::string> labels;
-  if (!flags.labels.empty()) labels = absl::StrSplit(flags.labels, ',');
+// The datasets the flags name, as the dataset part of a JobSpec (the rules of job flags: a
+// per-dataset flag is given once or once per folder).
+absl::StatusOr<ftune::v1::JobSpec> DatasetsFromFlags(const InspectFlags& flags) {
+  ftune::v1::JobSpec spec;
+  SetDatasetPaths(flags.paths, &spec);
+  if (!flags.layouts.empty()) {
+    RETURN_IF_ERROR(ApplyPerDataset("--layout", flags.layouts, &spec, &SetDatasetLayout));
+  }
+  if (!flags.splits.empty()) {
+    RETURN_IF_ERROR(ApplyPerDataset("--split", flags.splits, &spec, &SetDatasetSplit));
+  }
+  if (!flags.eval_fractions.empty()) {
+    RETURN_IF_ERROR(
+        ApplyPerDataset("--eval-fraction", flags.eval_fractions, &spec, &SetDatasetEvalFraction));
+  }
+  spec.mutable_dataset()->set_include_song(flags.include_song);
+  for (auto& d : *spec.mutable_extra_datasets()) d.set_include_song(flags.include_song);
+  if (!flags.labels.empty()) {
+    for (absl::string_view label : absl::StrSplit(flags.labels, ',')) {
+      spec.add_labels(std::string(label));
+    }
+  }
+  ASSIGN_OR_RETURN(auto label_map, ParseLabelMap(flags.label_map));
+  spec.mutable_label_map()->insert(label_map.begin(), label_map.end());
+  RETURN_IF_ERROR(ValidateDatasets(spec));
+  return spec;
+}
 
-  data::AudioCache cache(/*max_memory_bytes=*/64 << 20);
-  auto dataset = data::ScanDataset(spec, labels, flags.seed, &cache, flags.threads);
-  if (!dataset.ok()) {
+int Inspect(const InspectFlags& flags) {
+  auto fail = [&](const absl::Status& status) {
     if (flags.json) {
-      std::cout << nlohmann::json{{"ok", false},
-                                  {"error", std::string(dataset.status().message())}}
-                       .dump(2)
+      std::cout << nlohmann::json{{"ok", false}, {"error", std::string(status.message())}}.dump(2)
                 << "\n";
     } else {
-      std::cerr << "ftworker inspect: " << dataset.status().message() << "\n";
+      std::cerr << "ftworker inspect: " << status.message() << "\n";
     }
     return 2;
-  }
+  };
+  absl::StatusOr<ftune::v1::JobSpec> spec = DatasetsFromFlags(flags);
+  if (!spec.ok()) return fail(spec.status());
+  data::AudioCache cache(/*max_memory_bytes=*/64 << 20);
+  auto dataset =
+      data::ScanDataset(data::DatasetRequestFor(*spec, flags.seed), &cache, flags.threads);
+  if (!dataset.ok()) return fail(dataset.status());
   const absl::Status valid = data::ValidateDataset(*dataset);
   if (flags.json) {
     nlohmann::json out = data::SummaryToJson(dataset->summary);
@@ -138,21 +160,31 @@ FTWORKER_COMMAND("inspect", AddInspectCommand);
 void AddInspectCommand(CLI::App& app, int* exit_code) {
   auto flags = std::make_shared<InspectFlags>();
   CLI::App* cmd = app.add_subcommand(
-      "inspect", "Show what a dataset folder holds: classes, speakers, splits, skipped files");
-  cmd->add_option("DIR", flags->path, "Dataset folder (or CSV manifest)")->required();
-  cmd->add_option("--layout", flags->layout, "Dataset layout")
-      ->check(CLI::IsMember({"auto", "ravdess", "folders", "manifest"}))
-      ->capture_default_str();
-  cmd->add_option("--split", flags->split, "Train/eval split strategy")
-      ->check(CLI::IsMember({"auto", "speaker", "random", "manifest"}))
-      ->capture_default_str();
-  cmd->add_option("--eval-fraction", flags->eval_fraction,
-                  "Fraction of clips (or speakers) held out for evaluation")
-      ->check(CLI::Range(0.0, 0.99))
-      ->capture_default_str();
+      "inspect",
+      "Show what a dataset folder holds: layout, classes, speakers, splits, skipped files");
+  cmd->add_option("DIR", flags->paths,
+                  "Dataset folder (or CSV manifest); several = the corpora of one job")
+      ->required();
+  cmd->add_option("--layout", flags->layouts,
+                  "auto|ravdess|folders|manifest|audiofolder|crema-d|tess|savee|emodb (once, or "
+                  "once per DIR; default auto)")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cmd->add_option("--split", flags->splits,
+                  "auto|speaker|random|manifest (once, or once per DIR; default auto)")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  cmd->add_option("--eval-fraction", flags->eval_fractions,
+                  "Share of clips (or speakers) held out for evaluation (once, or once per DIR; "
+                  "default 0.2)")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cmd->add_flag("--include-song", flags->include_song, "RAVDESS: also use song recordings");
   cmd->add_option("--labels", flags->labels,
                   "Comma-separated label set and order (default: the labels found)");
+  cmd->add_option("--label-map", flags->label_map,
+                  "FROM=TO,... renames dataset labels before --labels, e.g. anger=angry")
+      ->delimiter(',');
   cmd->add_option("--seed", flags->seed, "Seed of the split")->capture_default_str();
   cmd->add_option("--threads", flags->threads, "Decoding threads (0 = all cores)")
       ->capture_default_str();

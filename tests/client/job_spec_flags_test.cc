@@ -340,3 +340,112 @@ TEST(JobSpecFlagsTest, JobStateNames) {
 
 }  // namespace
 }  // namespace ftune
+
+namespace ftune {
+namespace {
+
+// Several corpora: --dataset repeats; a per-dataset flag given once applies to all, given once
+// per --dataset to each in order.
+TEST(JobSpecFlagsTest, RepeatedDatasetsAndPerDatasetFlags) {
+  auto spec = Parse({"--dataset",       "/data/ravdess",
+                     "--dataset",       "/data/crema",
+                     "--dataset",       "/data/tess",
+                     "--model",         "tiny",
+                     "--output-dir",    "/runs/m",
+                     "--layout",        "ravdess",
+                     "--layout",        "crema-d",
+                     "--layout",        "TESS",
+                     "--split",         "speaker",
+                     "--eval-fraction", "0.3",
+                     "--label-map",     "anger=angry,fear=fearful",
+                     "--label-map",     "ps=surprised"});
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->dataset().path(), "/data/ravdess");
+  EXPECT_EQ(spec->dataset().layout(), v1::DATASET_LAYOUT_RAVDESS);
+  ASSERT_EQ(spec->extra_datasets_size(), 2);
+  EXPECT_EQ(spec->extra_datasets(0).path(), "/data/crema");
+  EXPECT_EQ(spec->extra_datasets(0).layout(), v1::DATASET_LAYOUT_CREMA_D);
+  EXPECT_EQ(spec->extra_datasets(1).layout(), v1::DATASET_LAYOUT_TESS);
+  for (const v1::DatasetSpec* d :
+       {&spec->dataset(), &spec->extra_datasets(0), &spec->extra_datasets(1)}) {
+    EXPECT_EQ(d->split(), v1::SPLIT_STRATEGY_SPEAKER);
+    EXPECT_DOUBLE_EQ(d->eval_fraction(), 0.3);
+  }
+  EXPECT_EQ(spec->label_map().size(), 3u);
+  EXPECT_EQ(spec->label_map().at("anger"), "angry");
+  EXPECT_EQ(spec->label_map().at("ps"), "surprised");
+  EXPECT_EQ(spec->report_to(), v1::REPORT_TO_TENSORBOARD);
+  // crema_d is crema-d.
+  EXPECT_TRUE(Parse(With({"--layout", "crema_d"})).ok());
+}
+
+TEST(JobSpecFlagsTest, DatasetFlagProblemsAreNamed) {
+  auto count = Parse({"--dataset", "/a", "--dataset", "/b", "--dataset", "/c", "--model", "tiny",
+                      "--output-dir", "/o", "--layout", "folders", "--layout", "folders"});
+  ASSERT_FALSE(count.ok());
+  EXPECT_TRUE(absl::StrContains(count.status().message(), "--layout: given 2 times for 3 datasets"))
+      << count.status();
+  auto twice =
+      Parse({"--dataset", "/a", "--dataset", "/a", "--model", "tiny", "--output-dir", "/o"});
+  ASSERT_FALSE(twice.ok());
+  EXPECT_TRUE(absl::StrContains(twice.status().message(), "extra_datasets[0].path"))
+      << twice.status();
+  for (const char* bad : {"anger", "=angry", "anger=", "anger=angry,anger=mad"}) {
+    auto spec = Parse(With({"--label-map", bad}));
+    ASSERT_FALSE(spec.ok()) << bad;
+    EXPECT_TRUE(absl::StrContains(spec.status().message(), "--label-map")) << spec.status();
+  }
+  auto layout = Parse(With({"--layout", "crema"}));
+  ASSERT_FALSE(layout.ok());
+  EXPECT_TRUE(absl::StrContains(layout.status().message(), "crema-d|tess|savee|emodb"))
+      << layout.status();
+  auto fraction = Parse(With({"--eval-fraction", "a lot"}));
+  ASSERT_FALSE(fraction.ok());
+  EXPECT_TRUE(absl::StrContains(fraction.status().message(), "--eval-fraction"))
+      << fraction.status();
+}
+
+TEST(JobSpecFlagsTest, ReportTo) {
+  auto none = Parse(With({"--report-to", "none"}));
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(none->report_to(), v1::REPORT_TO_NONE);
+  auto bad = Parse(With({"--report-to", "wandb"}));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_TRUE(absl::StrContains(bad.status().message(), "tensorboard|none")) << bad.status();
+}
+
+TEST(JobSpecFlagsTest, MultiCorpusSpecFileAndFlagsOnTop) {
+  const std::string dir = testing::MakeTempDir("spec");
+  const std::string file = dir + "/multi.yaml";
+  std::ofstream(file) << R"(dataset: {path: /data/ravdess}
+extra_datasets:
+  - {path: /data/crema, layout: DATASET_LAYOUT_CREMA_D}
+  - {path: /data/emodb, layout: DATASET_LAYOUT_EMODB, eval_fraction: 0.1}
+label_map: {anger: angry, boredom: neutral}
+model: tiny
+output_dir: /runs/multi
+report_to: REPORT_TO_NONE
+)";
+  auto spec = Parse({"-f", file});
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_EQ(spec->extra_datasets_size(), 2);
+  EXPECT_EQ(spec->extra_datasets(1).layout(), v1::DATASET_LAYOUT_EMODB);
+  EXPECT_EQ(spec->label_map().at("boredom"), "neutral");
+  EXPECT_EQ(spec->report_to(), v1::REPORT_TO_NONE);
+  // --dataset replaces the list's paths (other fields stay where a path stays).
+  auto two = Parse({"-f", file, "--dataset", "/x", "--dataset", "/y"});
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(two->dataset().path(), "/x");
+  ASSERT_EQ(two->extra_datasets_size(), 1);
+  EXPECT_EQ(two->extra_datasets(0).path(), "/y");
+  EXPECT_EQ(two->extra_datasets(0).layout(), v1::DATASET_LAYOUT_CREMA_D);
+
+  std::ofstream(dir + "/empty-map.yaml") << "dataset: {path: /d}\nmodel: tiny\noutput_dir: /o\n"
+                                            "label_map: {anger: ''}\n";
+  auto empty = Parse({"-f", dir + "/empty-map.yaml"});
+  ASSERT_FALSE(empty.ok());
+  EXPECT_TRUE(absl::StrContains(empty.status().message(), "label_map['anger']")) << empty.status();
+}
+
+}  // namespace
+}  // namespace ftune

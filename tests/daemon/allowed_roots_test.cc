@@ -117,5 +117,21 @@ TEST_F(AllowedRootsTest, CheckJobCoversDatasetOutputAndModelFolder) {
   EXPECT_TRUE(absl::StartsWith(s.message(), "output_dir")) << s;
 }
 
+TEST_F(AllowedRootsTest, CheckJobCoversEveryCorpusOfAMultiCorpusJob) {
+  AllowedRoots roots = Roots();
+  fs::create_directories(root_ / "crema-d");
+  ftune::v1::JobSpec spec;
+  spec.mutable_dataset()->set_path((root_ / "ravdess").string());
+  spec.add_extra_datasets()->set_path((root_ / "crema-d").string());
+  spec.set_output_dir((root_ / "runs/1").string());
+  spec.set_model("tiny");
+  EXPECT_TRUE(roots.CheckJob(spec).ok());
+
+  spec.add_extra_datasets()->set_path(outside_.string());
+  absl::Status s = roots.CheckJob(spec);
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(absl::StartsWith(s.message(), "extra_datasets[1].path")) << s;
+}
+
 }  // namespace
 }  // namespace ftune::daemon

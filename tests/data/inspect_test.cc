@@ -67,6 +67,42 @@ TEST_F(InspectTest, TextNamesWhatIsWrongAndExitsNonZero) {
   EXPECT_THAT(run->out, HasSubstr("'neutral' is not in the job's labels"));
 }
 
+// A CREMA-D folder beside the RAVDESS one: inspect names the detected layout, and reads both
+// as the corpora of one job with a label map.
+TEST_F(InspectTest, NamesTheDetectedLayoutAndReadsSeveralCorpora) {
+  const std::string crema = ftune::testing::MakeTempDir("inspect_crema");
+  for (int actor = 1001; actor <= 1005; ++actor) {
+    for (const char* emotion : {"ANG", "NEU"}) {
+      testing::WriteTone(absl::StrFormat("%s/%d_IEO_%s_XX.wav", crema, actor, emotion),
+                         testing::ToneSpec{16000, 1, 0.2});
+    }
+  }
+  auto text = RunCommand({BinaryPath("ftworker"), "inspect", crema}, absl::Seconds(60));
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(text->exit_code, 0) << text->out;
+  EXPECT_THAT(text->out, HasSubstr("layout crema-d, split speaker"));
+
+  auto run = RunCommand(
+      {BinaryPath("ftworker"), "inspect", dir_, crema, "--label-map", "anger=angry", "--json"},
+      absl::Seconds(60));
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->exit_code, 0) << run->out;
+  nlohmann::json j = nlohmann::json::parse(run->out);
+  EXPECT_EQ(j["layout"], "ravdess+crema-d");
+  EXPECT_EQ(j["classes"]["angry"], 10 + 5);
+  EXPECT_EQ(j["classes"]["neutral"], 10 + 5);
+  EXPECT_EQ(j["speakers"]["crema-d/1003"], 2);
+  ASSERT_EQ(j["corpora"].size(), 2u);
+  EXPECT_EQ(j["corpora"][1]["tag"], "crema-d");
+  EXPECT_EQ(j["corpora"][1]["layout"], "crema-d");
+
+  auto mismatch = RunCommand({BinaryPath("ftworker"), "inspect", dir_, crema, "--layout", "ravdess",
+                              "--layout", "tess", "--layout", "savee"},
+                             absl::Seconds(60));
+  ASSERT_TRUE(mismatch.ok()) << mismatch.status();
+  EXPECT_EQ(mismatch->exit_code, 2);
+}
+
 TEST_F(InspectTest, MissingFolderExitsTwo) {
   auto run = RunCommand({BinaryPath("ftworker"), "inspect", dir_ + "/nope", "--json"},
                         absl::Seconds(60));

@@ -1,15 +1,23 @@
 #include "worker/train/job_runner.h"
 
 #include <filesystem>
+#include <fstream>
+#include <set>
 
 #include "absl/strings/match.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/support/process.h"
 #include "tests/train/synthetic.h"
+#include "tests/train/tfevents_reader.h"
 #include "worker/train/checkpoint_manager.h"
 
 namespace ftune::train {
 namespace {
+
+using testing::ReadTensorBoardRun;
+using testing::TagSteps;
 
 using ftune::v1::JobEvent;
 
@@ -142,6 +150,168 @@ TEST(JobRunnerTest, FineTuningACheckpointOnMoreLabelsLearnsFasterThanFromScratch
   for (double a : scratch) std::cout << " " << a;
   std::cout << "\n";
   EXPECT_GE(fine_tuned.back(), scratch.back() + 0.2);
+}
+
+nlohmann::json ReadJson(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  EXPECT_TRUE(in.good()) << path;
+  return in ? nlohmann::json::parse(in) : nlohmann::json{};
+}
+
+// 18 training clips in batches of 4: 5 steps an epoch, 10 in all; progress every 2 steps,
+// an evaluation (and a best checkpoint) at each epoch's end.
+ftune::v1::Job LoggedToneJob(const std::string& out) {
+  ftune::v1::Job job = ToneJob(ftune::testing::MakeTempDir("data"), out);
+  job.mutable_spec()->set_name("tones");
+  job.mutable_spec()->mutable_training()->set_log_every_steps(2);
+  return job;
+}
+
+// What a Hugging Face user finds in the output folder: TensorBoard curves, HF's
+// trainer_state.json in each checkpoint (beside ftune's own), the results files and a model
+// card in best/.
+TEST(JobRunnerTest, WritesTensorBoardCurvesAndHuggingFaceFiles) {
+  namespace fs = std::filesystem;
+  const std::string out = ftune::testing::MakeTempDir("out");
+  RecordingSink sink;
+  CancelToken cancel;
+  JobRunResult result = MakeFineTuneRunner({})->Run(LoggedToneJob(out), "cpu", &sink, &cancel);
+  ASSERT_EQ(result.outcome, ftune::v1::JOB_OUTCOME_SUCCEEDED) << result.error;
+
+  const nlohmann::json run = ReadTensorBoardRun(out + "/runs/tones");
+  EXPECT_EQ(run["files"].size(), 1u);
+  EXPECT_THAT(TagSteps(run, "train/loss"), ::testing::ElementsAre(2, 4, 6, 8, 10));
+  EXPECT_THAT(TagSteps(run, "train/learning_rate"), ::testing::ElementsAre(2, 4, 6, 8, 10));
+  EXPECT_THAT(TagSteps(run, "eval/accuracy"), ::testing::ElementsAre(5, 10));
+  EXPECT_THAT(TagSteps(run, "eval/macro_f1"), ::testing::ElementsAre(5, 10));
+  ASSERT_EQ(run["texts"]["hyperparameters"].size(), 1u);
+  EXPECT_THAT(run["texts"]["hyperparameters"][0][1].get<std::string>(),
+              ::testing::HasSubstr("\"model\": \"tiny\""));
+
+  const fs::path last = fs::path(out) / "checkpoint-10";
+  const nlohmann::json state = ReadJson(last / "trainer_state.json");
+  EXPECT_EQ(state["global_step"], 10);
+  EXPECT_DOUBLE_EQ(state["epoch"].get<double>(), 2.0);
+  EXPECT_EQ(state["max_steps"], 10);
+  std::vector<int64_t> train_steps, eval_steps;
+  for (const auto& entry : state["log_history"]) {
+    (entry.contains("eval_loss") ? eval_steps : train_steps).push_back(entry["step"]);
+    EXPECT_TRUE(entry.contains("epoch")) << entry.dump();
+  }
+  EXPECT_THAT(train_steps, ::testing::ElementsAre(2, 4, 6, 8, 10));
+  EXPECT_THAT(eval_steps, ::testing::ElementsAre(5, 10));
+  EXPECT_DOUBLE_EQ(state["log_history"][2]["epoch"].get<double>(), 1.0);  // the eval at step 5
+  EXPECT_EQ(state["best_metric"], result.best_metric);
+  EXPECT_TRUE(fs::exists(last / "training_state" / "trainer_state.json"));  // ftune's own
+
+  const nlohmann::json all = ReadJson(fs::path(out) / "all_results.json");
+  for (const char* key : {"epoch", "train_loss", "train_runtime", "train_samples_per_second",
+                          "train_steps_per_second", "eval_accuracy", "eval_loss"}) {
+    EXPECT_TRUE(all.contains(key)) << key;
+  }
+  EXPECT_EQ(all["eval_accuracy"], result.best_metric);
+  EXPECT_TRUE(fs::exists(fs::path(out) / "eval_results.json"));
+  EXPECT_TRUE(fs::exists(fs::path(out) / "train_results.json"));
+  EXPECT_EQ(ReadJson(fs::path(out) / "trainer_state.json")["log_history"].back()["step"], 10);
+
+  std::ifstream card_file(fs::path(result.best_checkpoint) / "README.md");
+  const std::string card((std::istreambuf_iterator<char>(card_file)),
+                         std::istreambuf_iterator<char>());
+  EXPECT_EQ(card.rfind("---\nlibrary_name: transformers\n", 0), 0u) << card.substr(0, 200);
+  EXPECT_THAT(card, ::testing::HasSubstr("# tones"));
+  EXPECT_THAT(card, ::testing::HasSubstr("### Confusion matrix"));
+  EXPECT_THAT(card, ::testing::HasSubstr("Trained from the tiny preset (random initialisation)"));
+  // The hyperparameters as they were resolved: a preset's feature encoder trains.
+  EXPECT_THAT(card, ::testing::HasSubstr("- freeze_feature_encoder: false"));
+}
+
+// A worker lost after step 6 (its newest checkpoint is the best one at step 5) and the same job
+// run again: the curves and the log continue from step 5 without a step written twice.
+TEST(JobRunnerTest, AResumedJobContinuesItsCurvesAndLogWithoutDuplicates) {
+  namespace fs = std::filesystem;
+  const std::string out = ftune::testing::MakeTempDir("out");
+  const ftune::v1::Job job = LoggedToneJob(out);
+  {
+    class LoseLeaseAtStep6 : public EventSink {
+     public:
+      explicit LoseLeaseAtStep6(CancelToken* cancel) : cancel_(cancel) {}
+      void Emit(ftune::v1::JobEvent event) override {
+        if (event.has_train_progress() && event.train_progress().step() >= 6) {
+          cancel_->Request(StopReason::kLeaseLost);
+        }
+      }
+      CancelToken* cancel_;
+    };
+    CancelToken cancel;
+    LoseLeaseAtStep6 sink(&cancel);
+    JobRunResult lost = MakeFineTuneRunner({})->Run(job, "cpu", &sink, &cancel);
+    ASSERT_EQ(lost.outcome, ftune::v1::JOB_OUTCOME_REQUEUE) << lost.error;
+    ASSERT_EQ(CheckpointManager::FindLatestComplete(out),
+              (fs::path(out) / "checkpoint-5").string());
+    EXPECT_THAT(TagSteps(ReadTensorBoardRun(out + "/runs/tones"), "train/loss"),
+                ::testing::ElementsAre(2, 4, 6));
+  }
+  RecordingSink sink;
+  CancelToken cancel;
+  JobRunResult result = MakeFineTuneRunner({})->Run(job, "cpu", &sink, &cancel);
+  ASSERT_EQ(result.outcome, ftune::v1::JOB_OUTCOME_SUCCEEDED) << result.error;
+
+  const nlohmann::json run = ReadTensorBoardRun(out + "/runs/tones");
+  EXPECT_EQ(run["files"].size(), 2u);
+  EXPECT_THAT(TagSteps(run, "train/loss"), ::testing::ElementsAre(2, 4, 6, 8, 10));
+  EXPECT_THAT(TagSteps(run, "eval/loss"), ::testing::ElementsAre(5, 10));
+  EXPECT_EQ(run["texts"]["hyperparameters"].size(), 1u);
+
+  const nlohmann::json state = ReadJson(fs::path(out) / "checkpoint-10" / "trainer_state.json");
+  std::set<std::pair<int64_t, bool>> seen;
+  for (const auto& entry : state["log_history"]) {
+    EXPECT_TRUE(seen.insert({entry["step"], entry.contains("eval_loss")}).second)
+        << "logged twice: " << entry.dump();
+  }
+  EXPECT_EQ(seen.size(), 7u);  // progress 2 4 6 8 10, evaluations 5 10
+  EXPECT_TRUE(std::filesystem::exists(fs::path(out) / "all_results.json"));
+}
+
+// A job that starts from a folder whose config.json names the Hub model it came from
+// (_name_or_path, as transformers writes it) gives that model as the card's base_model.
+TEST(JobRunnerTest, TheModelCardNamesTheHubModelAJobStartedFrom) {
+  namespace fs = std::filesystem;
+  ftune::v1::Job first =
+      ToneJob(ftune::testing::MakeTempDir("data"), ftune::testing::MakeTempDir("out"));
+  first.mutable_spec()->mutable_training()->set_epochs(1);
+  RecordingSink sink;
+  CancelToken cancel;
+  JobRunResult pretrained = MakeFineTuneRunner({})->Run(first, "cpu", &sink, &cancel);
+  ASSERT_EQ(pretrained.outcome, ftune::v1::JOB_OUTCOME_SUCCEEDED) << pretrained.error;
+  const fs::path config = fs::path(pretrained.best_checkpoint) / "config.json";
+  nlohmann::json json = ReadJson(config);
+  json["_name_or_path"] = "facebook/hubert-base-ls960";
+  std::ofstream(config) << json.dump(2);
+
+  ftune::v1::Job second = first;
+  second.mutable_spec()->set_model(pretrained.best_checkpoint);
+  second.mutable_spec()->set_output_dir(ftune::testing::MakeTempDir("out"));
+  JobRunResult result = MakeFineTuneRunner({})->Run(second, "cpu", &sink, &cancel);
+  ASSERT_EQ(result.outcome, ftune::v1::JOB_OUTCOME_SUCCEEDED) << result.error;
+  std::ifstream card_file(fs::path(result.best_checkpoint) / "README.md");
+  const std::string card((std::istreambuf_iterator<char>(card_file)),
+                         std::istreambuf_iterator<char>());
+  EXPECT_THAT(card, ::testing::HasSubstr("\nbase_model: \"facebook/hubert-base-ls960\"\n"));
+  EXPECT_THAT(card, ::testing::HasSubstr("Fine-tuned from [facebook/hubert-base-ls960]"));
+  EXPECT_THAT(card, ::testing::HasSubstr("- freeze_feature_encoder: true"));
+}
+
+TEST(JobRunnerTest, ReportToNoneWritesNoEventFiles) {
+  const std::string out = ftune::testing::MakeTempDir("out");
+  ftune::v1::Job job = ToneJob(ftune::testing::MakeTempDir("data"), out);
+  job.mutable_spec()->set_report_to(ftune::v1::REPORT_TO_NONE);
+  job.mutable_spec()->mutable_training()->set_epochs(1);
+  RecordingSink sink;
+  CancelToken cancel;
+  JobRunResult result = MakeFineTuneRunner({})->Run(job, "cpu", &sink, &cancel);
+  ASSERT_EQ(result.outcome, ftune::v1::JOB_OUTCOME_SUCCEEDED) << result.error;
+  EXPECT_FALSE(std::filesystem::exists(out + "/runs"));
+  EXPECT_TRUE(std::filesystem::exists(out + "/all_results.json"));
 }
 
 TEST(JobRunnerTest, MissingDatasetFailsForGood) {

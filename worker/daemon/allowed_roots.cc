@@ -77,6 +77,11 @@ absl::Status AllowedRoots::Check(const std::string& what, const std::string& pat
 absl::Status AllowedRoots::CheckJob(const ftune::v1::JobSpec& spec) const {
   if (roots_.empty()) return absl::OkStatus();
   if (absl::Status s = Check("dataset.path", spec.dataset().path()); !s.ok()) return s;
+  for (int i = 0; i < spec.extra_datasets_size(); ++i) {
+    absl::Status s =
+        Check(absl::StrCat("extra_datasets[", i, "].path"), spec.extra_datasets(i).path());
+    if (!s.ok()) return s;
+  }
   if (absl::Status s = Check("output_dir", spec.output_dir()); !s.ok()) return s;
   if (ModelIsPath(spec.model())) return Check("model", spec.model());
   return absl::OkStatus();

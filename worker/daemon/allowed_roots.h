@@ -21,8 +21,8 @@ class AllowedRoots {
   // and the path otherwise.
   absl::Status Check(const std::string& what, const std::string& path) const;
 
-  // Checks dataset.path, output_dir and model when the model names a folder or file rather
-  // than a preset.
+  // Checks dataset.path, every extra_datasets[i].path, output_dir, and model when the model
+  // names a folder or file rather than a preset.
   absl::Status CheckJob(const ftune::v1::JobSpec& spec) const;
 
   const std::vector<std::string>& roots() const { return roots_; }

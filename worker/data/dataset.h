@@ -1,8 +1,11 @@
-// Datasets: finds the clips of a folder (RAVDESS, one folder per class, or a CSV manifest),
-// validates every file by decoding it, splits train/eval and summarises what it found.
+// Datasets: finds the clips of one or more corpora (layouts.h: RAVDESS, CREMA-D, TESS, SAVEE,
+// EmoDB, Hugging Face audiofolder, one folder per class, or a CSV manifest), maps their labels
+// onto one set, validates every file by decoding it, splits train/eval per corpus and
+// summarises what it found.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -11,6 +14,8 @@
 #include "absl/status/statusor.h"
 #include "ftune/v1/job.pb.h"
 #include "worker/data/audio_cache.h"
+#include "worker/data/corpus_names.h"
+#include "worker/data/layouts.h"
 
 namespace ftune::data {
 
@@ -27,27 +32,30 @@ struct Dataset {
   ftune::v1::DatasetSummary summary;
 };
 
-// RAVDESS emotions by code 01..08.
-const std::vector<std::string>& RavdessEmotions();
-
-// The seven fields of a RAVDESS file name MM-VV-EE-II-SS-RR-AA.wav.
-struct RavdessName {
-  int modality = 0;       // 01 audio-video, 02 video-only, 03 audio-only
-  int vocal_channel = 0;  // 01 speech, 02 song
-  int emotion = 0;        // 01..08, see RavdessEmotions()
-  int intensity = 0;      // 01 normal, 02 strong
-  int statement = 0;      // 01, 02
-  int repetition = 0;     // 01, 02
-  int actor = 0;          // 01..99
+// What to read: one corpus, or several trained on together.
+struct DatasetRequest {
+  std::vector<ftune::v1::DatasetSpec> corpora;  // at least one
+  // Corpus label -> job label, applied before `labels`; every key must be a label of some
+  // corpus (a key that matches nothing is a typo, and an error).
+  std::map<std::string, std::string> label_map;
+  // Non-empty: the label set and order; clips with other labels are skipped with a reason.
+  // Empty: the labels found, in the first corpus's order, then each further corpus's new ones.
+  std::vector<std::string> labels;
+  uint64_t seed = 42;  // of the splits
 };
-// Parses a file name (no folder); InvalidArgument saying which field is wrong.
-absl::StatusOr<RavdessName> ParseRavdessName(const std::string& file_name);
 
-// Scans spec.path per spec.layout/split, decodes every candidate file once (through `cache`,
-// which then holds the audio for the loaders; nullptr = a private bounded cache) with
-// `threads` decoding threads (0 = all cores), and splits. Fails only when the dataset cannot be read at
-// all (path missing, layout undetectable, bad options); problems with its content are left to
+// A job's dataset, extra_datasets, label_map and labels, with the split seed.
+DatasetRequest DatasetRequestFor(const ftune::v1::JobSpec& spec, uint64_t seed);
+
+// Scans each corpus per its layout and split, decodes every candidate file once (through
+// `cache`, which then holds the audio for the loaders; nullptr = a private bounded cache) with
+// `threads` decoding threads (0 = all cores), and splits each corpus on its own (so speakers of
+// one corpus never meet those of another: with several corpora speakers are named
+// "<tag>/<speaker>"), then joins them. Fails only when a corpus cannot be read at all (path
+// missing, layout undetectable, bad options or label map); problems with the content are left to
 // ValidateDataset so that `ftworker inspect` can show them alongside the summary.
+absl::StatusOr<Dataset> ScanDataset(const DatasetRequest& request, AudioCache* cache, int threads);
+// One corpus.
 absl::StatusOr<Dataset> ScanDataset(const ftune::v1::DatasetSpec& spec,
                                     const std::vector<std::string>& labels, uint64_t seed,
                                     AudioCache* cache, int threads);
@@ -56,15 +64,15 @@ absl::StatusOr<Dataset> ScanDataset(const ftune::v1::DatasetSpec& spec,
 // absent from the training split.
 absl::Status ValidateDataset(const Dataset& dataset);
 
-// ScanDataset then ValidateDataset. `labels` non-empty fixes the label set and order (files with
-// other labels are skipped with a reason); otherwise the labels found, in the layout's order
-// (RAVDESS emotion codes; folder and manifest labels sorted by name).
+// ScanDataset then ValidateDataset. A layout's own label order is its code order for the named
+// corpora (RAVDESS, CREMA-D, TESS, SAVEE, EmoDB) and by name for folders, manifests and
+// audiofolder.
+absl::StatusOr<Dataset> LoadDataset(const DatasetRequest& request, AudioCache* cache, int threads);
 absl::StatusOr<Dataset> LoadDataset(const ftune::v1::DatasetSpec& spec,
                                     const std::vector<std::string>& labels, uint64_t seed,
                                     AudioCache* cache, int threads);
 
-// Lower-case names used in DatasetSummary.layout / .split.
-std::string LayoutName(ftune::v1::DatasetLayout layout);
+// Lower-case names used in DatasetSummary.split (LayoutName in layouts.h).
 std::string SplitName(ftune::v1::SplitStrategy split);
 
 }  // namespace ftune::data

@@ -24,7 +24,7 @@ nlohmann::json SortedObject(const google::protobuf::Map<std::string, uint32_t>& 
 nlohmann::json SummaryToJson(const ftune::v1::DatasetSummary& s) {
   nlohmann::json skipped = nlohmann::json::array();
   for (const auto& f : s.skipped()) skipped.push_back({{"path", f.path()}, {"reason", f.reason()}});
-  return {
+  nlohmann::json out = {
       {"path", s.path()},
       {"layout", s.layout()},
       {"split", s.split()},
@@ -49,6 +49,12 @@ nlohmann::json SummaryToJson(const ftune::v1::DatasetSummary& s) {
       {"sample_rates", SortedObject(s.sample_rates())},
       {"channels", SortedObject(s.channels())},
   };
+  if (!s.tag().empty()) out["tag"] = s.tag();
+  if (s.corpora_size() > 0) {
+    out["corpora"] = nlohmann::json::array();
+    for (const auto& corpus : s.corpora()) out["corpora"].push_back(SummaryToJson(corpus));
+  }
+  return out;
 }
 
 }  // namespace ftune::data

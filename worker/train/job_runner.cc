@@ -2,14 +2,22 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
+#include <regex>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "common/job_spec.h"
+#include "common/status_macros.h"
+#include "google/protobuf/util/json_util.h"
 #include "spdlog/spdlog.h"
 #include "worker/data/audio_cache.h"
 #include "worker/data/dataset.h"
 #include "worker/model/checkpoint.h"
 #include "worker/model/config.h"
+#include "worker/train/checkpoint_manager.h"
+#include "worker/train/hf_trainer_files.h"
+#include "worker/train/tensorboard.h"
 #include "worker/train/trainer.h"
 #include "worker/train/trainer_config.h"
 
@@ -42,6 +50,42 @@ bool IsPreset(const std::string& model) {
   return IsModelPreset(model) && !std::filesystem::is_directory(model);
 }
 
+void Warn(EventSink* sink, const std::string& message) {
+  ftune::v1::JobEvent event;
+  event.mutable_log()->set_level(ftune::v1::LOG_LEVEL_WARNING);
+  event.mutable_log()->set_message(message);
+  sink->Emit(std::move(event));
+}
+
+// The Hub model a checkpoint folder was made from: config.json's _name_or_path when it reads as
+// a Hub id (owner/name), "" otherwise (a local path, or none).
+std::string HubModelId(const model::HubertConfig& config) {
+  static const std::regex kHubId(R"([A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*)");
+  auto it = config.extra.find("_name_or_path");
+  if (it == config.extra.end() || !it->is_string()) return "";
+  const std::string id = it->get<std::string>();
+  if (!std::regex_match(id, kHubId) || std::filesystem::exists(id)) return "";
+  return id;
+}
+
+// The job's spec with every default written out, as an indented JSON block of Markdown.
+std::string HyperparametersMarkdown(const ftune::v1::JobSpec& spec) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.preserve_proto_field_names = true;
+  std::string json;
+  (void)google::protobuf::util::MessageToJsonString(WithDefaults(spec), &json, options);
+  while (!json.empty() && json.back() == '\n') json.pop_back();
+  return "    " + absl::StrReplaceAll(json, {{"\n", "\n    "}});
+}
+
+// The newest complete checkpoint of `output_dir` (the one the trainer resumes from).
+std::optional<std::pair<int64_t, std::string>> ResumePoint(const std::string& output_dir) {
+  auto all = CheckpointManager::ListComplete(output_dir);
+  if (all.empty()) return std::nullopt;
+  return all.back();
+}
+
 class FineTuneRunner : public JobRunner {
  public:
   explicit FineTuneRunner(const RunnerOptions& options) : options_(options) {}
@@ -60,25 +104,35 @@ class FineTuneRunner : public JobRunner {
     if (absl::Status s = ValidateJobSpec(spec); !s.ok()) return s;
     absl::StatusOr<TrainerConfig> config = ResolveTrainerConfig(spec);
     if (!config.ok()) return config.status();
-    {
-      ftune::v1::JobEvent event;
-      event.mutable_log()->set_level(ftune::v1::LOG_LEVEL_INFO);
-      event.mutable_log()->set_message(DescribeRecipe(spec));
-      sink->Emit(std::move(event));
-    }
     if (!device.empty()) config->device = device;
     if (config->threads == 0) config->threads = options_.default_threads;
     config->loader_threads = options_.loader_threads;
 
+    // Hugging Face's output files, made from the events that pass through.
+    const bool random_init = IsPreset(spec.model());
+    HfTrainerFiles hf({spec, *config, random_init, "", ""}, sink);
+    {
+      ftune::v1::JobEvent event;
+      event.mutable_log()->set_level(ftune::v1::LOG_LEVEL_INFO);
+      event.mutable_log()->set_message(DescribeRecipe(spec));
+      hf.Emit(std::move(event));
+    }
+    // The checkpoint the trainer will continue from, if any: the logs continue from it too.
+    const auto resume = ResumePoint(spec.output_dir());
+    if (resume) {
+      if (absl::Status s = hf.ContinueFrom(resume->second); !s.ok()) {
+        Warn(&hf, absl::StrCat("the Hugging Face log_history starts afresh: ", s.message()));
+      }
+    }
+
     data::AudioCache audio;
-    const std::vector<std::string> labels(spec.labels().begin(), spec.labels().end());
     absl::StatusOr<data::Dataset> dataset = data::LoadDataset(
-        spec.dataset(), labels, config->seed, &audio, config->loader_threads);
+        data::DatasetRequestFor(spec, config->seed), &audio, config->loader_threads);
     if (!dataset.ok()) return dataset.status();
     {
       ftune::v1::JobEvent event;
       *event.mutable_dataset_summary() = dataset->summary;
-      sink->Emit(std::move(event));
+      hf.Emit(std::move(event));
     }
     if (cancel->stop_requested()) return Stopped(cancel->reason());
 
@@ -87,12 +141,44 @@ class FineTuneRunner : public JobRunner {
     if (!loaded.ok()) return loaded.status();
 
     TrainerOptions options;
-    options.random_init = IsPreset(spec.model());
+    options.random_init = random_init;
+    if (options.random_init) {
+      hf.set_started_from(absl::StrCat("the ", spec.model(), " preset (random initialisation)"));
+    } else {
+      hf.set_base_model(HubModelId(loaded->config));
+      hf.set_started_from(absl::StrCat("the checkpoint folder ", spec.model()));
+    }
+    options.write_checkpoint_extras = [&hf](const std::string& dir, int64_t step, double epoch) {
+      return hf.WriteCheckpointFiles(dir, step, epoch);
+    };
+
+    EventSink* trainer_sink = &hf;
+    std::unique_ptr<TensorBoardSink> tensorboard;
+    if (spec.report_to() == ftune::v1::REPORT_TO_TENSORBOARD) {
+      TensorBoardOptions tb;
+      tb.run_dir = TensorBoardRunDir(spec.output_dir(), spec.name());
+      if (resume) tb.resume_step = resume->first;
+      tb.hyperparameters_markdown = HyperparametersMarkdown(spec);
+      absl::StatusOr<std::unique_ptr<TensorBoardSink>> created = TensorBoardSink::Create(tb, &hf);
+      if (created.ok()) {
+        tensorboard = *std::move(created);
+        trainer_sink = tensorboard.get();
+      } else {
+        Warn(&hf, absl::StrCat("TensorBoard: ", created.status().message(),
+                               "; the job goes on without TensorBoard curves"));
+      }
+    }
+
     auto trainer = Trainer::Create(*config, *std::move(loaded), *std::move(dataset), &audio,
-                                   sink, cancel, options);
+                                   trainer_sink, cancel, options);
     if (!trainer.ok()) return trainer.status();
     absl::StatusOr<TrainResult> trained = (*trainer)->Run();
+    // The curves end with the run, however it ended; a write error was reported as a warning.
+    if (tensorboard) (void)tensorboard->Close();
     if (!trained.ok()) return trained.status();
+    if (trained->end == TrainEnd::kCompleted || trained->end == TrainEnd::kEarlyStopped) {
+      RETURN_IF_ERROR(hf.WriteRunResults(trained->seconds));
+    }
 
     JobRunResult result;
     switch (trained->end) {

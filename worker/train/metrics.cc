@@ -14,26 +14,36 @@ void MetricsAccumulator::Add(int truth, int predicted) {
 }
 
 ClassificationMetrics MetricsAccumulator::Compute() const {
+  return MetricsFromConfusion(confusion_, num_labels_);
+}
+
+ClassificationMetrics MetricsFromConfusion(std::vector<uint32_t> confusion, int num_labels) {
   ClassificationMetrics m;
-  m.confusion = confusion_;
-  m.per_class_recall.assign(num_labels_, 0.0);
-  const int n = num_labels_;
+  const int n = std::max(0, num_labels);
+  confusion.resize(static_cast<size_t>(n) * n, 0);
+  m.confusion = std::move(confusion);
+  m.per_class_recall.assign(n, 0.0);
+  m.per_class_precision.assign(n, 0.0);
+  m.per_class_f1.assign(n, 0.0);
   int64_t correct = 0;
   double f1_sum = 0;
   for (int c = 0; c < n; ++c) {
-    int64_t tp = confusion_[static_cast<size_t>(c) * n + c];
+    int64_t tp = m.confusion[static_cast<size_t>(c) * n + c];
     int64_t actual = 0;
     int64_t predicted = 0;
     for (int k = 0; k < n; ++k) {
-      actual += confusion_[static_cast<size_t>(c) * n + k];
-      predicted += confusion_[static_cast<size_t>(k) * n + c];
+      actual += m.confusion[static_cast<size_t>(c) * n + k];
+      predicted += m.confusion[static_cast<size_t>(k) * n + c];
     }
     m.num_samples += actual;
     correct += tp;
     const double recall = actual > 0 ? static_cast<double>(tp) / actual : 0.0;
     const double precision = predicted > 0 ? static_cast<double>(tp) / predicted : 0.0;
     m.per_class_recall[c] = recall;
-    f1_sum += (precision + recall) > 0 ? 2 * precision * recall / (precision + recall) : 0.0;
+    m.per_class_precision[c] = precision;
+    m.per_class_f1[c] =
+        (precision + recall) > 0 ? 2 * precision * recall / (precision + recall) : 0.0;
+    f1_sum += m.per_class_f1[c];
   }
   m.accuracy = m.num_samples > 0 ? static_cast<double>(correct) / m.num_samples : 0.0;
   m.macro_f1 = n > 0 ? f1_sum / n : 0.0;

@@ -13,6 +13,8 @@ struct ClassificationMetrics {
   // as scikit-learn's zero_division=0).
   double macro_f1 = 0;
   std::vector<double> per_class_recall;
+  std::vector<double> per_class_precision;  // 0 for a class never predicted
+  std::vector<double> per_class_f1;
   // Row-major num_labels x num_labels; row = true label, column = predicted label.
   std::vector<uint32_t> confusion;
 };
@@ -28,6 +30,9 @@ class MetricsAccumulator {
   int num_labels_;
   std::vector<uint32_t> confusion_;
 };
+
+// The metrics of a row-major num_labels x num_labels confusion matrix (row = true label).
+ClassificationMetrics MetricsFromConfusion(std::vector<uint32_t> confusion, int num_labels);
 
 ClassificationMetrics ComputeMetrics(const std::vector<int>& truth,
                                      const std::vector<int>& predicted, int num_labels);

@@ -237,13 +237,17 @@ struct Trainer::State {
     return stats;
   }
 
+  // Fractional position in the run: 1.5 = half way through epoch 2.
+  double EpochPosition() const {
+    return std::min<double>(config.epochs,
+                            static_cast<double>(step) / std::max<int64_t>(1, steps_per_epoch));
+  }
+
   void EmitProgress(int epoch_1based) {
     ftune::v1::JobEvent event;
     ftune::v1::TrainProgress* p = event.mutable_train_progress();
-    const double position =
-        std::min<double>(config.epochs, static_cast<double>(step) / std::max<int64_t>(1, steps_per_epoch));
     p->set_epoch(static_cast<uint32_t>(epoch_1based));
-    p->set_epoch_progress(position);
+    p->set_epoch_progress(EpochPosition());
     p->set_step(step);
     p->set_total_steps(total_steps);
     p->set_loss(steps_since_log > 0 ? loss_since_log / steps_since_log : 0.0);
@@ -328,6 +332,7 @@ struct Trainer::State {
     ftune::v1::JobEvent event;
     ftune::v1::EvalResult* r = event.mutable_eval_result();
     r->set_epoch(static_cast<uint32_t>(epoch_1based));
+    r->set_epoch_progress(EpochPosition());
     r->set_step(step);
     r->set_loss(loss);
     r->set_accuracy(m.accuracy);
@@ -429,7 +434,9 @@ struct Trainer::State {
   absl::Status SaveCheckpoint(bool is_best) {
     if (last_saved_step != step) {
       ASSIGN_OR_RETURN(last_checkpoint, checkpoints->Save(step, [this](const std::string& dir) {
-        return WriteCheckpoint(dir);
+        RETURN_IF_ERROR(WriteCheckpoint(dir));
+        if (!options.write_checkpoint_extras) return absl::OkStatus();
+        return options.write_checkpoint_extras(dir, step, EpochPosition());
       }));
       last_saved_step = step;
     }

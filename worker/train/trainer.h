@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -51,6 +52,10 @@ struct TrainerOptions {
   bool cache_features = true;
   // Resume from the newest complete checkpoint in output_dir when there is one.
   bool resume = true;
+  // Writes more files into each checkpoint folder before it is renamed into place (Hugging
+  // Face's trainer_state.json and the model card); `epoch` is the fractional position.
+  std::function<absl::Status(const std::string& dir, int64_t step, double epoch)>
+      write_checkpoint_extras;
 };
 
 class Trainer {
