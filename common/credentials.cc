@@ -10,8 +10,10 @@
 #include <grpcpp/support/client_interceptor.h>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/listen_address.h"
 #include "common/status_macros.h"
 
 namespace ftune {
@@ -85,6 +87,34 @@ absl::StatusOr<ServerTlsPem> ReadServerTls(const TlsOptions& options) {
     ASSIGN_OR_RETURN(pem.client_ca, ReadPemFile(options.ca_file, "TLS client CA"));
   }
   return pem;
+}
+
+namespace {
+
+bool IsLoopbackHost(std::string host) {
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  host = absl::AsciiStrToLower(host);
+  return host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+}
+
+}  // namespace
+
+absl::Status CheckExposure(const std::string& flag, const std::string& listen, bool has_tokens,
+                           const TlsOptions& tls, bool allow_insecure,
+                           const std::string& tokens_flag, const std::string& client_ca_flag) {
+  std::string host;
+  int port = 0;
+  RETURN_IF_ERROR(SplitHostPort(listen, &host, &port));
+  if (allow_insecure || has_tokens || !tls.ca_file.empty() || IsLoopbackHost(host)) {
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      flag, " ", listen,
+      " is reachable from other machines, where anyone could call it: give ", tokens_flag,
+      " (bearer tokens) or ", client_ca_flag,
+      " (mTLS), or --allow-insecure to serve without authentication"));
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(

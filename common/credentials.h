@@ -33,6 +33,15 @@ struct ServerTlsPem {
 // error); errors name the file.
 absl::StatusOr<ServerTlsPem> ReadServerTls(const TlsOptions& options);
 
+// A server reachable beyond this machine must know who calls it. Fails, naming `flag` and the
+// flags that fix it, when `listen` is not a loopback address (127.0.0.0/8, ::1, localhost) and
+// calls are neither checked against bearer tokens nor need a client certificate (mTLS), unless
+// `allow_insecure`. The error names the server's own flags for tokens and the client CA.
+absl::Status CheckExposure(const std::string& flag, const std::string& listen, bool has_tokens,
+                           const TlsOptions& tls, bool allow_insecure,
+                           const std::string& tokens_flag = "--tokens",
+                           const std::string& client_ca_flag = "--tls-client-ca");
+
 // TLS server credentials from PEM files, or insecure credentials when !options.enabled().
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     const TlsOptions& options);

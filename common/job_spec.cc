@@ -61,8 +61,10 @@ absl::Status ValidateTraining(const ftune::v1::TrainingConfig& t) {
   }
   if (!ftune::v1::Precision_IsValid(t.precision())) return Bad("training.precision", "unknown value");
   if (t.freeze_layers() > 256) return Bad("training.freeze_layers", "must be 0..256");
-  if (t.has_max_seconds() && !InRange(t.max_seconds(), 0, 3600)) {
-    return Bad("training.max_seconds", "must be in [0, 3600] (0 = no limit)");
+  if (t.has_max_seconds() && t.max_seconds() != 0 && !InRange(t.max_seconds(), 0.025, 3600)) {
+    return Bad("training.max_seconds",
+               "must be 0 (no limit) or in [0.025, 3600]: a crop under 25 ms gives the model no "
+               "frame");
   }
   if (t.has_keep_last() && t.keep_last() > 1000) return Bad("training.keep_last", "must be 0..1000");
   if (!t.metric_for_best().empty() && t.metric_for_best() != "accuracy" &&

@@ -9,11 +9,19 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "common/credentials.h"
 #include "common/status_macros.h"
 
 namespace ftune::server {
 
 absl::StatusOr<std::unique_ptr<Controller>> Controller::Start(const ControllerConfig& config) {
+  const bool has_tokens = !config.tokens_file.empty();
+  RETURN_IF_ERROR(
+      CheckExposure("--listen", config.listen, has_tokens, config.tls, config.allow_insecure));
+  if (!config.http_listen.empty()) {
+    RETURN_IF_ERROR(CheckExposure("--http-listen", config.http_listen, has_tokens, config.tls,
+                                  config.allow_insecure));
+  }
   std::unique_ptr<Controller> c(new Controller());
   c->config_ = config;
   std::error_code ec;

@@ -29,8 +29,10 @@ struct ControllerConfig {
   std::string data_dir = "ftune-data";
   JobManagerOptions manager;
   TlsOptions tls;
-  // Tokens file (see common/auth.h); empty = no authorization.
+  // Tokens file (see common/auth.h); empty = no authorization, then only on loopback or with
+  // mTLS unless allow_insecure (CheckExposure).
   std::string tokens_file;
+  bool allow_insecure = false;
   int max_message_bytes = 64 << 20;
   // host:port of the HTTP server (GET /metrics, same TLS and tokens); empty = none.
   std::string http_listen;

@@ -59,12 +59,15 @@ void RegisterControllerMetrics(MetricsRegistry* registry, const JobManager* mana
       [manager] { return One(manager->counters().leases_expired); });
   registry->AddCounterCallback(
       "ftune_controller_requeues_total",
-      "Jobs queued again: after an expired lease, or handed back by a stopping worker.", {"reason"},
+      "Jobs queued again: after an expired lease, handed back by a stopping worker, or after an "
+      "error that may pass on a later attempt.",
+      {"reason"},
       [manager] {
         const JobManagerCounters counters = manager->counters();
         return std::vector<MetricSample>{
             {{"lease_expired"}, static_cast<double>(counters.requeued_after_expiry)},
-            {{"handed_back"}, static_cast<double>(counters.requeued_handed_back)}};
+            {{"handed_back"}, static_cast<double>(counters.requeued_handed_back)},
+            {{"retryable_error"}, static_cast<double>(counters.requeued_after_error)}};
       });
   registry->AddCounterCallback(
       "ftune_controller_events_total",

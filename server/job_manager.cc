@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/job_spec.h"
+#include "common/random_id.h"
 #include "common/status_macros.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/time_util.h"
@@ -25,6 +26,10 @@ google::protobuf::Timestamp ToProto(absl::Time t) {
   ts.set_seconds(nanos / 1'000'000'000);
   ts.set_nanos(static_cast<int32_t>(nanos % 1'000'000'000));
   return ts;
+}
+
+absl::Time FromProto(const google::protobuf::Timestamp& ts) {
+  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
 }
 
 bool IsTerminal(JobState state) {
@@ -66,14 +71,24 @@ std::string PickDevice(const std::string& wanted, const std::vector<std::string>
   return cuda.empty() ? first([](const std::string&) { return true; }) : cuda;
 }
 
+JobEvent StateEvent(JobState from, const Job& after, const std::string& reason) {
+  JobEvent event;
+  ftune::v1::StateChanged* change = event.mutable_state_changed();
+  change->set_from(from);
+  change->set_to(after.state());
+  change->set_attempt(after.attempt());
+  change->set_worker_id(after.worker_id());
+  change->set_reason(reason);
+  return event;
+}
+
 }  // namespace
 
 JobManager::JobManager(JobStore* store, Clock* clock, JobManagerOptions options)
     : store_(store),
       clock_(clock),
       options_(options),
-      events_(store, options.watcher_queue_limit),
-      rng_(std::random_device{}()) {}
+      events_(store, options.watcher_queue_limit) {}
 
 absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(JobStore* store, Clock* clock,
                                                                JobManagerOptions options) {
@@ -142,22 +157,64 @@ const JobManager::Entry* JobManager::FindLocked(const std::string& job_id) const
   return it == jobs_.end() ? nullptr : &it->second;
 }
 
-std::string JobManager::NewIdLocked(absl::string_view prefix, int hex_digits) {
-  std::string out(prefix);
-  static constexpr char kHex[] = "0123456789abcdef";
-  for (int i = 0; i < hex_digits; ++i) out.push_back(kHex[rng_() & 15]);
-  return out;
+absl::Status JobManager::TransitionLocked(Entry& entry, JobTrigger trigger, std::string reason,
+                                          JobRecord updated, std::vector<JobEvent> more) {
+  const Job& before = entry.record.job;
+  const std::optional<JobTransition> transition = FindTransition(before.state(), trigger);
+  if (!transition) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", before.id(), " is ",
+                                                      ftune::v1::JobState_Name(before.state()),
+                                                      ": it cannot ", JobTriggerName(trigger)));
+  }
+  const absl::Time now = clock_->Now();
+  Job& job = updated.job;
+  JobState to = transition->to;
+  if (transition->counts_as_restart) {
+    const uint32_t max_restarts = job.spec().has_max_restarts() ? job.spec().max_restarts() : 3;
+    if (updated.restarts < max_restarts) {
+      ++updated.restarts;
+      const absl::Duration wait =
+          std::min(options_.max_retry_backoff,
+                   options_.retry_backoff * static_cast<double>(1u << std::min(updated.restarts - 1, 20u)));
+      *job.mutable_not_before() = ToProto(now + wait);
+      absl::StrAppend(&reason, "; restart ", updated.restarts, " of ", max_restarts, " in ",
+                      absl::FormatDuration(wait));
+    } else {
+      to = ftune::v1::JOB_STATE_FAILED;
+      absl::StrAppend(&reason, "; max_restarts (", max_restarts, ") is used up");
+      job.set_error(reason);
+    }
+  }
+  job.set_state(to);
+  if (to == ftune::v1::JOB_STATE_QUEUED) {
+    job.set_attempt(before.attempt() + 1);
+    updated.lease_id.clear();
+    updated.device.clear();
+  }
+  if (IsTerminal(to)) *job.mutable_end_time() = ToProto(now);
+  std::vector<JobEvent> events = {StateEvent(before.state(), job, reason)};
+  for (JobEvent& e : more) events.push_back(std::move(e));
+  RETURN_IF_ERROR(CommitLocked(entry, std::move(updated), std::move(events)));
+  CountTransition(trigger, to);
+  return absl::OkStatus();
 }
 
-JobEvent JobManager::StateEvent(const Job& before, JobState to, const std::string& reason) const {
-  JobEvent event;
-  ftune::v1::StateChanged* change = event.mutable_state_changed();
-  change->set_from(before.state());
-  change->set_to(to);
-  change->set_attempt(before.attempt());
-  change->set_worker_id(before.worker_id());
-  change->set_reason(reason);
-  return event;
+void JobManager::CountTransition(JobTrigger trigger, JobState to) {
+  const bool requeued = to == ftune::v1::JOB_STATE_QUEUED;
+  switch (trigger) {
+    case JobTrigger::kLeaseExpired:
+      ++counters_.leases_expired;
+      if (requeued) ++counters_.requeued_after_expiry;
+      break;
+    case JobTrigger::kHandBack:
+      if (requeued) ++counters_.requeued_handed_back;
+      break;
+    case JobTrigger::kRetry:
+      if (requeued) ++counters_.requeued_after_error;
+      break;
+    default:
+      break;
+  }
 }
 
 void JobManager::ApplyEventFields(const JobEvent& event, Job* job) {
@@ -232,7 +289,7 @@ absl::StatusOr<SubmitResult> JobManager::SubmitJob(const ftune::v1::JobSpec& spe
   std::string id;
   do {
     id = absl::StrCat("job-", absl::FormatTime("%Y%m%d-%H%M%S", now, absl::UTCTimeZone()), "-",
-                      NewIdLocked("", 6));
+                      RandomHexId("", 6));
   } while (jobs_.count(id) != 0);
 
   JobRecord record;
@@ -240,8 +297,9 @@ absl::StatusOr<SubmitResult> JobManager::SubmitJob(const ftune::v1::JobSpec& spe
   record.job.set_id(id);
   *record.job.mutable_spec() = WithDefaults(spec);
   *record.job.mutable_create_time() = ToProto(now);
-  Job before = record.job;  // state UNSPECIFIED: the "from" of the first event
-  std::vector<JobEvent> events = {StateEvent(before, ftune::v1::JOB_STATE_QUEUED, "submitted")};
+  record.job.set_state(ftune::v1::JOB_STATE_QUEUED);
+  std::vector<JobEvent> events = {
+      StateEvent(ftune::v1::JOB_STATE_UNSPECIFIED, record.job, "submitted")};
 
   Entry& entry = jobs_[id];
   entry.record.job.set_id(id);
@@ -302,27 +360,15 @@ absl::StatusOr<Job> JobManager::CancelJob(const std::string& job_id, const std::
   Entry* entry = FindLocked(job_id);
   if (entry == nullptr) return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
   const Job& job = entry->record.job;
+  if (job.state() == ftune::v1::JOB_STATE_CANCELLING) return job;  // already on its way
+  if (IsTerminal(job.state())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", job_id, " has already ended (", ftune::v1::JobState_Name(job.state()), ")"));
+  }
   const std::string why = reason.empty() ? "cancelled by user" : reason;
   JobRecord updated = entry->record;
-  switch (job.state()) {
-    case ftune::v1::JOB_STATE_QUEUED:
-      updated.job.set_error(why);
-      *updated.job.mutable_end_time() = ToProto(clock_->Now());
-      RETURN_IF_ERROR(CommitLocked(*entry, std::move(updated),
-                                   {StateEvent(job, ftune::v1::JOB_STATE_CANCELLED, why)}));
-      break;
-    case ftune::v1::JOB_STATE_ASSIGNED:
-    case ftune::v1::JOB_STATE_RUNNING:
-      updated.job.set_error(why);
-      RETURN_IF_ERROR(CommitLocked(*entry, std::move(updated),
-                                   {StateEvent(job, ftune::v1::JOB_STATE_CANCELLING, why)}));
-      break;
-    case ftune::v1::JOB_STATE_CANCELLING:
-      break;  // already on its way
-    default:
-      return absl::FailedPreconditionError(absl::StrCat(
-          "job ", job_id, " has already ended (", ftune::v1::JobState_Name(job.state()), ")"));
-  }
+  updated.job.set_error(why);
+  RETURN_IF_ERROR(TransitionLocked(*entry, JobTrigger::kCancel, why, std::move(updated)));
   return entry->record.job;
 }
 
@@ -435,22 +481,25 @@ std::optional<absl::StatusOr<ftune::v1::AcquireJobResponse>> JobManager::TryLeas
     if (busy.count(d) == 0) free.push_back(d);
   }
   if (free.empty()) return std::nullopt;
+  const absl::Time now = clock_->Now();
   for (const QueueKey& key : queue_) {
     Entry* entry = FindLocked(std::get<2>(key));
-    const std::string device = PickDevice(entry->record.job.spec().device(), free);
+    const Job& job = entry->record.job;
+    if (job.has_not_before() && FromProto(job.not_before()) > now) continue;  // backing off
+    const std::string device = PickDevice(job.spec().device(), free);
     if (device.empty()) continue;
 
     JobRecord updated = entry->record;
-    updated.lease_id = NewIdLocked("lease-", 16);
+    updated.lease_id = RandomHexId("lease-", 32);
     updated.device = device;
     updated.last_batch_id = 0;
     updated.job.set_worker_id(waiter.worker_id);
     updated.job.set_error("");
-    const Job& before = entry->record.job;
-    JobEvent event = StateEvent(before, ftune::v1::JOB_STATE_ASSIGNED,
-                                absl::StrCat("leased to ", waiter.worker_id, " on ", device));
-    event.mutable_state_changed()->set_worker_id(waiter.worker_id);
-    absl::Status committed = CommitLocked(*entry, std::move(updated), {std::move(event)});
+    updated.job.clear_not_before();
+    absl::Status committed =
+        TransitionLocked(*entry, JobTrigger::kLease,
+                         absl::StrCat("leased to ", waiter.worker_id, " on ", device),
+                         std::move(updated));
     if (!committed.ok()) return absl::StatusOr<ftune::v1::AcquireJobResponse>(committed);
     entry->lease_deadline = clock_->Now() + options_.lease;
     ++counters_.leases_granted;
@@ -561,6 +610,7 @@ absl::StatusOr<ftune::v1::HeartbeatResponse> JobManager::Heartbeat(
 absl::StatusOr<ftune::v1::ReportEventsResponse> JobManager::ReportEvents(
     const ftune::v1::ReportEventsRequest& request) {
   RETURN_IF_ERROR(RequireJobId(request.job_id()));
+  if (request.worker_id().empty()) return absl::InvalidArgumentError("worker_id: required");
   for (int i = 0; i < request.events_size(); ++i) {
     const JobEvent& event = request.events(i);
     if (event.payload_case() == JobEvent::PAYLOAD_NOT_SET) {
@@ -578,7 +628,8 @@ absl::StatusOr<ftune::v1::ReportEventsResponse> JobManager::ReportEvents(
   }
   ftune::v1::ReportEventsResponse response;
   const JobRecord& r = entry->record;
-  if (r.lease_id != request.lease_id() || !HoldsLease(r.job.state())) {
+  if (r.lease_id != request.lease_id() || r.job.worker_id() != request.worker_id() ||
+      !HoldsLease(r.job.state())) {
     response.set_verdict(ftune::v1::LEASE_VERDICT_LOST);
     response.set_last_seq(r.job.last_event_seq());
     return response;
@@ -588,14 +639,15 @@ absl::StatusOr<ftune::v1::ReportEventsResponse> JobManager::ReportEvents(
     response.set_last_seq(r.job.last_event_seq());
   } else {
     JobRecord updated = r;
-    std::vector<JobEvent> events;
-    if (r.job.state() == ftune::v1::JOB_STATE_ASSIGNED) {
-      events.push_back(StateEvent(r.job, ftune::v1::JOB_STATE_RUNNING, "started"));
-      if (!updated.job.has_start_time()) *updated.job.mutable_start_time() = ToProto(clock_->Now());
-    }
-    for (const JobEvent& event : request.events()) events.push_back(event);
+    std::vector<JobEvent> events(request.events().begin(), request.events().end());
     if (request.batch_id() != 0) updated.last_batch_id = request.batch_id();
-    RETURN_IF_ERROR(CommitLocked(*entry, std::move(updated), std::move(events)));
+    if (r.job.state() == ftune::v1::JOB_STATE_ASSIGNED) {
+      if (!updated.job.has_start_time()) *updated.job.mutable_start_time() = ToProto(clock_->Now());
+      RETURN_IF_ERROR(TransitionLocked(*entry, JobTrigger::kStart, "started", std::move(updated),
+                                       std::move(events)));
+    } else {
+      RETURN_IF_ERROR(CommitLocked(*entry, std::move(updated), std::move(events)));
+    }
     response.set_last_seq(entry->record.job.last_event_seq());
   }
   response.set_verdict(entry->record.job.state() == ftune::v1::JOB_STATE_CANCELLING
@@ -607,9 +659,11 @@ absl::StatusOr<ftune::v1::ReportEventsResponse> JobManager::ReportEvents(
 absl::StatusOr<ftune::v1::CompleteJobResponse> JobManager::CompleteJob(
     const ftune::v1::CompleteJobRequest& request) {
   RETURN_IF_ERROR(RequireJobId(request.job_id()));
+  if (request.worker_id().empty()) return absl::InvalidArgumentError("worker_id: required");
   if (request.outcome() == ftune::v1::JOB_OUTCOME_UNSPECIFIED ||
       !ftune::v1::JobOutcome_IsValid(request.outcome())) {
-    return absl::InvalidArgumentError("outcome: required (SUCCEEDED, FAILED, CANCELLED, REQUEUE)");
+    return absl::InvalidArgumentError(
+        "outcome: required (SUCCEEDED, FAILED, CANCELLED, REQUEUE, RETRY)");
   }
   std::lock_guard<std::mutex> lock(mu_);
   Entry* entry = FindLocked(request.job_id());
@@ -618,10 +672,11 @@ absl::StatusOr<ftune::v1::CompleteJobResponse> JobManager::CompleteJob(
   }
   ftune::v1::CompleteJobResponse response;
   const JobRecord& r = entry->record;
-  if (r.lease_id != request.lease_id() || request.lease_id().empty()) {
+  if (r.lease_id != request.lease_id() || request.lease_id().empty() ||
+      r.job.worker_id() != request.worker_id()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "lease ", request.lease_id(), " on job ", request.job_id(),
-        " is not held (it expired and the job was requeued, or was never granted)"));
+        "lease ", request.lease_id(), " on job ", request.job_id(), " is not held by ",
+        request.worker_id(), " (it expired and the job was requeued, or was never granted)"));
   }
   if (!HoldsLease(r.job.state())) {
     // A retry of a CompleteJob that already went through.
@@ -636,48 +691,42 @@ absl::StatusOr<ftune::v1::CompleteJobResponse> JobManager::CompleteJob(
     job.set_best_metric_name(request.best_metric_name());
     job.set_best_metric(request.best_metric());
   }
-  const absl::Time now = clock_->Now();
   const bool cancelling = r.job.state() == ftune::v1::JOB_STATE_CANCELLING;
-  JobState to;
+  // A cancelling job ends CANCELLED (table) with the cancel's reason, unless it finished.
+  const std::string cancel_reason = r.job.error().empty() ? "cancelled" : r.job.error();
+  const std::string error = request.error();
+  JobTrigger trigger;
   std::string reason;
   switch (request.outcome()) {
     case ftune::v1::JOB_OUTCOME_SUCCEEDED:
-      to = ftune::v1::JOB_STATE_SUCCEEDED;
+      trigger = JobTrigger::kSucceeded;
       reason = "finished";
       job.set_error("");
       break;
     case ftune::v1::JOB_OUTCOME_FAILED:
-      to = ftune::v1::JOB_STATE_FAILED;
-      reason = request.error().empty() ? "failed" : request.error();
+      trigger = JobTrigger::kFailed;
+      reason = error.empty() ? "failed" : error;
       job.set_error(reason);
       break;
     case ftune::v1::JOB_OUTCOME_CANCELLED:
-      to = ftune::v1::JOB_STATE_CANCELLED;
-      reason = !r.job.error().empty() ? r.job.error()
-                                      : (request.error().empty() ? "cancelled" : request.error());
+      trigger = JobTrigger::kCancelled;
+      reason = !r.job.error().empty() ? r.job.error() : (error.empty() ? "cancelled" : error);
       job.set_error(reason);
       break;
+    case ftune::v1::JOB_OUTCOME_RETRY:
+      trigger = JobTrigger::kRetry;
+      reason = cancelling ? cancel_reason
+                          : absl::StrCat("error on ", r.job.worker_id(), ": ",
+                                         error.empty() ? "unknown" : error);
+      break;
     default:  // REQUEUE
-      if (cancelling) {
-        to = ftune::v1::JOB_STATE_CANCELLED;
-        reason = r.job.error().empty() ? "cancelled" : r.job.error();
-      } else {
-        to = ftune::v1::JOB_STATE_QUEUED;
-        reason = absl::StrCat("handed back by ", r.job.worker_id(),
-                              request.error().empty() ? "" : ": ", request.error());
-      }
+      trigger = JobTrigger::kHandBack;
+      reason = cancelling ? cancel_reason
+                          : absl::StrCat("handed back by ", r.job.worker_id(),
+                                         " (shutting down; not counted against max_restarts)");
       break;
   }
-  JobEvent event = StateEvent(r.job, to, reason);
-  if (to == ftune::v1::JOB_STATE_QUEUED) {
-    job.set_attempt(job.attempt() + 1);
-    event.mutable_state_changed()->set_attempt(job.attempt());
-    updated.device.clear();
-  } else {
-    *job.mutable_end_time() = ToProto(now);
-  }
-  RETURN_IF_ERROR(CommitLocked(*entry, std::move(updated), {std::move(event)}));
-  if (to == ftune::v1::JOB_STATE_QUEUED) ++counters_.requeued_handed_back;
+  RETURN_IF_ERROR(TransitionLocked(*entry, trigger, std::move(reason), std::move(updated)));
   *response.mutable_job() = entry->record.job;
   DispatchLocked();
   return response;
@@ -694,35 +743,12 @@ int JobManager::Sweep() {
   for (const std::string& job_id : due) {
     Entry* entry = FindLocked(job_id);
     const JobRecord& r = entry->record;
-    JobRecord updated = r;
-    updated.lease_id.clear();
-    updated.device.clear();
-    const uint32_t max_restarts = r.job.spec().has_max_restarts() ? r.job.spec().max_restarts() : 3;
-    JobState to;
-    std::string reason;
-    if (r.job.state() == ftune::v1::JOB_STATE_CANCELLING) {
-      to = ftune::v1::JOB_STATE_CANCELLED;
-      reason = absl::StrCat("lease expired while cancelling (worker ", r.job.worker_id(), ")");
-    } else if (r.restarts < max_restarts) {
-      to = ftune::v1::JOB_STATE_QUEUED;
-      reason = absl::StrCat("lease expired (worker ", r.job.worker_id(), " went silent)");
-      updated.restarts = r.restarts + 1;
-      updated.job.set_attempt(r.job.attempt() + 1);
-    } else {
-      to = ftune::v1::JOB_STATE_FAILED;
-      reason = absl::StrCat("lease expired (worker ", r.job.worker_id(),
-                            " went silent) and max_restarts (", max_restarts, ") is used up");
-      updated.job.set_error(reason);
-    }
-    if (to != ftune::v1::JOB_STATE_QUEUED) *updated.job.mutable_end_time() = ToProto(now);
-    JobEvent event = StateEvent(r.job, to, reason);
-    event.mutable_state_changed()->set_attempt(updated.job.attempt());
+    const std::string reason =
+        r.job.state() == ftune::v1::JOB_STATE_CANCELLING
+            ? absl::StrCat("lease expired while cancelling (worker ", r.job.worker_id(), ")")
+            : absl::StrCat("lease expired (worker ", r.job.worker_id(), " went silent)");
     // A store failure leaves the lease as it is; the next sweep tries again.
-    if (CommitLocked(*entry, std::move(updated), {std::move(event)}).ok()) {
-      ++expired;
-      ++counters_.leases_expired;
-      if (to == ftune::v1::JOB_STATE_QUEUED) ++counters_.requeued_after_expiry;
-    }
+    if (TransitionLocked(*entry, JobTrigger::kLeaseExpired, reason, r).ok()) ++expired;
   }
   for (auto& [id, worker] : workers_) {
     if (worker.worker.state() != ftune::v1::WORKER_STATE_OFFLINE &&
@@ -739,7 +765,8 @@ int JobManager::Sweep() {
     it = waiters_.erase(it);
     done(ftune::v1::AcquireJobResponse());
   }
-  if (expired > 0) DispatchLocked();
+  // Also offers jobs whose backoff ended since the last sweep.
+  DispatchLocked();
   return expired;
 }
 

@@ -3,16 +3,20 @@
 // JobStore before any caller sees it (and before any event is fanned out), so a restarted
 // controller rebuilds exactly what it acknowledged. One mutex guards it all.
 //
-// Lease rules (docs/controller.md has the long form):
-//  - AcquireJob hands the best queued job that fits one of the worker's free devices to the
-//    worker under a new lease_id: QUEUED -> ASSIGNED. The first ReportEvents of the lease
-//    moves ASSIGNED -> RUNNING.
+// Every state change goes through the table in job_transitions.h. Lease rules
+// (docs/controller.md has the long form):
+//  - AcquireJob hands the best queued job that fits one of the worker's free devices (and
+//    whose backoff is over) to the worker under a new lease_id from the kernel's CSPRNG:
+//    QUEUED -> ASSIGNED. The first ReportEvents of the lease moves ASSIGNED -> RUNNING.
 //  - Heartbeat renews every lease it names that the worker still holds; verdict OK, CANCEL
 //    (CANCELLING: stop and CompleteJob(CANCELLED)) or LOST (not yours any more).
-//  - A lease not renewed for lease_seconds expires: ASSIGNED/RUNNING -> QUEUED with
-//    attempt+1 while restarts < max_restarts, else FAILED; CANCELLING -> CANCELLED.
-//  - CompleteJob(REQUEUE) hands a job back (worker shutting down): QUEUED with attempt+1,
-//    NOT counted against max_restarts, since nothing crashed.
+//    ReportEvents and CompleteJob are refused unless they name the current lease and the
+//    worker holding it.
+//  - A lease not renewed for lease_seconds expires, and CompleteJob(RETRY) reports a
+//    transient error: both count against max_restarts — QUEUED with attempt+1 after an
+//    exponential backoff while restarts remain, else FAILED; CANCELLING -> CANCELLED.
+//  - CompleteJob(REQUEUE) hands a job back (worker shutting down): QUEUED with attempt+1 at
+//    once, NOT counted against max_restarts, since nothing went wrong.
 //  - After a controller restart every held lease is re-armed to now + lease_seconds.
 #pragma once
 
@@ -22,7 +26,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <random>
 #include <set>
 #include <string>
 #include <tuple>
@@ -35,6 +38,7 @@
 #include "ftune/v1/worker.pb.h"
 #include "server/event_log.h"
 #include "server/job_store.h"
+#include "server/job_transitions.h"
 
 namespace ftune::server {
 
@@ -47,6 +51,10 @@ struct JobManagerOptions {
   absl::Duration max_acquire_wait = absl::Seconds(60);
   // Live events queued per watcher before it is cut off.
   size_t watcher_queue_limit = 1024;
+  // Wait before a counted restart: retry_backoff, doubling with each restart, at most
+  // max_retry_backoff.
+  absl::Duration retry_backoff = absl::Seconds(5);
+  absl::Duration max_retry_backoff = absl::Minutes(5);
 };
 
 // What the manager has done since it started, for metrics.
@@ -56,9 +64,11 @@ struct JobManagerCounters {
   uint64_t leases_granted = 0;
   // Leases that ran out without a heartbeat (the worker went silent).
   uint64_t leases_expired = 0;
-  // Jobs queued again: after an expired lease, or handed back by a worker shutting down.
+  // Jobs queued again: after an expired lease, handed back by a worker shutting down, or
+  // after an error that may pass on a later attempt.
   uint64_t requeued_after_expiry = 0;
   uint64_t requeued_handed_back = 0;
+  uint64_t requeued_after_error = 0;
   // Events stored, by kind (the JobEvent payload field: train_progress, log, ...).
   std::map<std::string, uint64_t> events;
 };
@@ -158,8 +168,14 @@ class JobManager {
   // current state and fans the events out. On error nothing changes.
   absl::Status CommitLocked(Entry& entry, JobRecord updated,
                             std::vector<ftune::v1::JobEvent> events);
-  ftune::v1::JobEvent StateEvent(const ftune::v1::Job& before, ftune::v1::JobState to,
-                                 const std::string& reason) const;
+  // Moves the job along `trigger` (job_transitions.h): state, attempt, counted restarts and
+  // their backoff, lease, end time; then commits `updated` (which carries the caller's other
+  // changes) with the state change as the first event. FailedPrecondition when the table has
+  // no such transition from the job's state.
+  absl::Status TransitionLocked(Entry& entry, JobTrigger trigger, std::string reason,
+                                JobRecord updated, std::vector<ftune::v1::JobEvent> more = {});
+  // Counts a committed transition for metrics.
+  void CountTransition(JobTrigger trigger, ftune::v1::JobState to);
   // Applies the job fields an event carries (step, checkpoints, accuracy).
   static void ApplyEventFields(const ftune::v1::JobEvent& event, ftune::v1::Job* job);
   // Devices of `worker_id` held by a lease now.
@@ -169,7 +185,6 @@ class JobManager {
       const Waiter& waiter);
   // Offers queued jobs to waiting AcquireJob calls, oldest first.
   void DispatchLocked();
-  std::string NewIdLocked(absl::string_view prefix, int hex_digits);
 
   JobStore* const store_;
   Clock* const clock_;
@@ -187,7 +202,6 @@ class JobManager {
   uint64_t next_waiter_id_ = 1;
   int64_t next_queue_seq_ = 1;
   JobManagerCounters counters_;
-  std::mt19937_64 rng_;
 };
 
 }  // namespace ftune::server

@@ -15,6 +15,7 @@ struct Flags {
   double lease_seconds = 30;
   double heartbeat_seconds = 10;
   double drain_seconds = 10;
+  double retry_backoff_seconds = 5;
   ftune::LogConfig log{.level = "info", .file = "", .name = "ftcontroller"};
 };
 
@@ -30,6 +31,11 @@ int Run(Flags flags) {
   }
   flags.controller.manager.lease = absl::Seconds(flags.lease_seconds);
   flags.controller.manager.heartbeat = absl::Seconds(flags.heartbeat_seconds);
+  if (!(flags.retry_backoff_seconds >= 0)) {
+    spdlog::error("--retry-backoff-seconds must be >= 0");
+    return 2;
+  }
+  flags.controller.manager.retry_backoff = absl::Seconds(flags.retry_backoff_seconds);
   ftune::InstallShutdownHandlers();
   auto controller = ftune::server::Controller::Start(flags.controller);
   if (!controller.ok()) {
@@ -72,12 +78,19 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat-seconds", flags.heartbeat_seconds,
                  "How often workers are told to heartbeat")
       ->capture_default_str();
+  app.add_option("--retry-backoff-seconds", flags.retry_backoff_seconds,
+                 "Wait before a failed attempt is retried, doubling with each one (at most 5 "
+                 "minutes)")
+      ->capture_default_str();
   app.add_option("--tls-cert", c.tls.cert_file, "PEM certificate chain: serve TLS");
   app.add_option("--tls-key", c.tls.key_file, "PEM private key of --tls-cert");
   app.add_option("--tls-client-ca", c.tls.ca_file,
                  "PEM CA bundle: require client certificates signed by it (mTLS)");
   app.add_option("--tokens", c.tokens_file,
                  "Bearer tokens file, one `scope token` per line (scope client|worker|admin)");
+  app.add_flag("--allow-insecure", c.allow_insecure,
+               "Serve a non-loopback address without --tokens or mTLS: anyone who reaches it "
+               "may submit jobs and act as a worker");
   app.add_option("--max-message-bytes", c.max_message_bytes, "Largest request or response")
       ->capture_default_str();
   app.add_option("--drain-seconds", flags.drain_seconds,

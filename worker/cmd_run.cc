@@ -7,12 +7,15 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/credentials.h"
 #include "common/grpc_server.h"
@@ -24,6 +27,7 @@
 #include "spdlog/spdlog.h"
 #include "worker/commands.h"
 #include "worker/daemon/devices.h"
+#include "worker/runner_flags.h"
 #include "worker/daemon/worker_client.h"
 #include "worker/daemon/worker_daemon.h"
 #include "worker/daemon/worker_metrics.h"
@@ -40,6 +44,7 @@ struct RunFlags {
   std::string devices;
   std::vector<std::string> allowed_roots;
   int threads = 0;
+  CacheFlags caches;
   std::string token_file;
   bool tls = false;
   std::string tls_ca;
@@ -49,6 +54,8 @@ struct RunFlags {
   std::string http_listen;
   TlsOptions http_tls;
   std::string http_tokens;
+  bool allow_insecure = false;
+  double drain_seconds = 60;
   LogConfig log{.level = "info", .file = "", .name = "ftworker"};
 };
 
@@ -108,6 +115,7 @@ int Run(const RunFlags& flags) {
   InstallShutdownHandlers();
 
   daemon::DaemonConfig config;
+  config.drain_timeout = absl::Seconds(flags.drain_seconds);
   config.worker_id = flags.worker_id.empty() ? HostName() : flags.worker_id;
   config.host = HostName();
   config.version = kVersion;
@@ -130,7 +138,13 @@ int Run(const RunFlags& flags) {
   daemon::GrpcWorkerClient client(*channel, {});
 
   train::RunnerOptions runner_options;
-  runner_options.default_threads = flags.threads;
+  // Each device runs one job at a time: by default the cores are split between them.
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  runner_options.allowed_roots = flags.allowed_roots;
+  runner_options.default_threads =
+      flags.threads > 0 ? flags.threads
+                        : std::max(1, cores / static_cast<int>(config.devices.size()));
+  flags.caches.Apply(&runner_options);
   std::unique_ptr<train::JobRunner> runner = train::MakeFineTuneRunner(runner_options);
 
   MetricsRegistry registry;
@@ -157,6 +171,14 @@ int Run(const RunFlags& flags) {
   }
   std::unique_ptr<HttpServer> http;
   if (!flags.http_listen.empty()) {
+    if (absl::Status s =
+            CheckExposure("--http-listen", flags.http_listen, !flags.http_tokens.empty(),
+                          flags.http_tls, flags.allow_insecure, "--http-tokens",
+                          "--http-tls-client-ca");
+        !s.ok()) {
+      spdlog::error("{}", s.message());
+      return 2;
+    }
     HttpServerOptions options;
     options.listen = flags.http_listen;
     options.tls = flags.http_tls;
@@ -189,7 +211,20 @@ int Run(const RunFlags& flags) {
   const int signo = WaitForShutdown();
   spdlog::info("signal {}: taking no new jobs, handing running ones back", signo);
   if (health) health->health().SetStatus("", grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  // The daemon stops waiting for the controller at the drain deadline, but a call to a hung
+  // one (or a checkpoint still being written) can outlast it: shortly after, the process exits
+  // anyway. Checkpoints are written atomically, and the controller requeues the jobs when their
+  // leases expire.
+  absl::Notification stopped;
+  std::thread watchdog([&stopped, limit = absl::Seconds(flags.drain_seconds + 2)] {
+    if (stopped.WaitForNotificationWithTimeout(limit)) return;
+    spdlog::error("the drain deadline passed with work still open; exiting");
+    spdlog::shutdown();
+    std::_Exit(1);
+  });
   (*worker)->Shutdown();
+  stopped.Notify();
+  watchdog.join();
   if (health) health->Shutdown(absl::Seconds(2));
   if (http) http->Shutdown(absl::Seconds(2));
   spdlog::info("stopped");
@@ -217,9 +252,11 @@ void AddRunCommand(CLI::App& app, int* exit_code) {
                   "Jobs may only read and write under this folder (repeatable; none = any "
                   "path)");
   cmd->add_option("--threads", flags->threads,
-                  "Intra-op CPU threads for jobs that leave threads at 0 (0 = all cores)")
+                  "Intra-op CPU threads of a job that leaves threads at 0 (0 = the cores split "
+                  "evenly between the devices)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  flags->caches.AddTo(cmd);
   cmd->add_option("--token-file", flags->token_file, "File holding this worker's bearer token");
   cmd->add_flag("--tls", flags->tls, "Connect to the controller with TLS");
   cmd->add_option("--tls-ca", flags->tls_ca, "PEM CA that signs the controller's certificate");
@@ -236,6 +273,13 @@ void AddRunCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--http-tokens", flags->http_tokens,
                   "Bearer tokens file (`scope token` per line, as ftcontroller's --tokens); "
                   "/metrics then needs a client or admin token");
+  cmd->add_flag("--allow-insecure", flags->allow_insecure,
+                "Serve --http-listen on a non-loopback address without --http-tokens or mTLS");
+  cmd->add_option("--drain-seconds", flags->drain_seconds,
+                  "On SIGTERM, the most time to checkpoint the running jobs and hand them back; "
+                  "an unreachable or hung controller cannot stretch it")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--log-level", flags->log.level, "trace|debug|info|warn|error")
       ->capture_default_str();
   cmd->add_option("--log-file", flags->log.file, "Also log to this file");

@@ -16,6 +16,7 @@
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 #include "worker/commands.h"
+#include "worker/runner_flags.h"
 #include "worker/train/job_runner.h"
 
 namespace ftune::worker {
@@ -25,6 +26,7 @@ using ftune::v1::JobEvent;
 
 struct TrainFlags {
   JobSpecFlags job;
+  CacheFlags caches;
   bool json = false;
   LogConfig log{.level = "warn", .file = "", .name = "ftworker"};
 };
@@ -153,7 +155,9 @@ int Train(const TrainFlags& flags) {
 
   const auto start = std::chrono::steady_clock::now();
   PrintingSink sink(flags.json);
-  auto runner = train::MakeFineTuneRunner(train::RunnerOptions{});
+  train::RunnerOptions runner_options;
+  flags.caches.Apply(&runner_options);
+  auto runner = train::MakeFineTuneRunner(runner_options);
   train::JobRunResult result = runner->Run(job, spec->device(), &sink, &cancel);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -194,6 +198,7 @@ void AddTrainCommand(CLI::App& app, int* exit_code) {
   CLI::App* cmd = app.add_subcommand(
       "train", "Run one fine-tuning job in the foreground (no controller) and print its events");
   flags->job.AddTo(cmd);
+  flags->caches.AddTo(cmd);
   cmd->add_flag("--json", flags->json,
                 "One JobEvent JSON object per line, then a summary object");
   cmd->add_option("--log-level", flags->log.level, "trace|debug|info|warn|error")

@@ -129,6 +129,7 @@ int RunOnce(const Args& args, int watchers) {
     ftune::v1::ReportEventsRequest report;
     report.set_job_id(job_id);
     report.set_lease_id(lease.lease_id());
+    report.set_worker_id(lease.job().worker_id());
     report.set_batch_id(b);
     for (int i = 0; i < args.batch_size; ++i) {
       auto* p = report.add_events()->mutable_train_progress();
@@ -145,6 +146,7 @@ int RunOnce(const Args& args, int watchers) {
   ftune::v1::CompleteJobRequest complete;
   complete.set_job_id(job_id);
   complete.set_lease_id(lease.lease_id());
+  complete.set_worker_id(lease.job().worker_id());
   complete.set_outcome(ftune::v1::JOB_OUTCOME_SUCCEEDED);
   ftune::v1::CompleteJobResponse completed;
   grpc::ClientContext complete_ctx;

@@ -38,6 +38,7 @@ struct Flags {
   ftune::serve::ServiceLimits limits;
   ftune::TlsOptions tls;
   std::string tokens_file;
+  bool allow_insecure = false;
   double drain_seconds = 5;
   ftune::LogConfig log{.level = "info", .file = "", .name = "ftserve"};
 };
@@ -67,6 +68,16 @@ int Run(Flags flags) {
   sigaddset(&hup, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &hup, nullptr);
   ftune::InstallShutdownHandlers();
+  for (const auto& [flag, listen] : {std::pair<std::string, std::string>{"--listen", flags.listen},
+                                     {"--http-listen", flags.http_listen}}) {
+    if (listen.empty()) continue;
+    if (absl::Status s = ftune::CheckExposure(flag, listen, !flags.tokens_file.empty(), flags.tls,
+                                              flags.allow_insecure);
+        !s.ok()) {
+      spdlog::error("{}", s.message());
+      return 2;
+    }
+  }
 
   std::vector<ftune::serve::ModelSource> sources;
   for (const std::string& flag : flags.models) sources.push_back(ParseModelFlag(flag));
@@ -214,6 +225,9 @@ int main(int argc, char** argv) {
   app.add_option("--tls-client-ca", flags.tls.ca_file, "PEM CA: require client certificates");
   app.add_option("--tokens", flags.tokens_file,
                  "Bearer tokens file (`scope token` per line); required on every call when set");
+  app.add_flag("--allow-insecure", flags.allow_insecure,
+               "Serve a non-loopback address without --tokens or mTLS: anyone who reaches it "
+               "may classify");
   app.add_option("--drain-seconds", flags.drain_seconds,
                  "Time calls in flight get to finish on shutdown")
       ->capture_default_str();

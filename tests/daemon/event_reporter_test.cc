@@ -26,7 +26,7 @@ v1::JobEvent Progress(int64_t step) {
 TEST(EventReporterTest, SendsEverythingInOrderInNumberedBatches) {
   FakeController controller;
   train::CancelToken cancel;
-  EventReporter reporter(&controller, "job-1", "lease-1", &cancel, FastOptions());
+  EventReporter reporter(&controller, "worker-a", "job-1", "lease-1", &cancel, FastOptions());
   for (int i = 1; i <= 10; ++i) reporter.Emit(Progress(i));
   ASSERT_TRUE(reporter.Flush(absl::Seconds(20)).ok());
 
@@ -51,7 +51,7 @@ TEST(EventReporterTest, RetriesTheSameBatchUntilAccepted) {
   FakeController controller;
   controller.FailReports(3, absl::UnavailableError("controller restarting"));
   train::CancelToken cancel;
-  EventReporter reporter(&controller, "job-1", "lease-1", &cancel, FastOptions());
+  EventReporter reporter(&controller, "worker-a", "job-1", "lease-1", &cancel, FastOptions());
   reporter.Emit(Progress(1));
   reporter.Emit(Progress(2));
   ASSERT_TRUE(reporter.Flush(absl::Seconds(20)).ok());
@@ -72,7 +72,7 @@ TEST(EventReporterTest, EmitDoesNotWaitForTheNetworkAndCoalescesProgress) {
   train::CancelToken cancel;
   EventReporterOptions options = FastOptions();
   options.max_queue = 8;
-  EventReporter reporter(&controller, "job-1", "lease-1", &cancel, options);
+  EventReporter reporter(&controller, "worker-a", "job-1", "lease-1", &cancel, options);
   reporter.Emit(Progress(0));
   // The sender is now stuck in ReportEvents; Emit must still return at once.
   ASSERT_TRUE(controller.Await([](const FakeController& c) { return !c.reports.empty(); }));
@@ -105,7 +105,7 @@ TEST(EventReporterTest, CancelVerdictRequestsCancel) {
   FakeController controller;
   controller.SetVerdict("job-1", v1::LEASE_VERDICT_CANCEL);
   train::CancelToken cancel;
-  EventReporter reporter(&controller, "job-1", "lease-1", &cancel, FastOptions());
+  EventReporter reporter(&controller, "worker-a", "job-1", "lease-1", &cancel, FastOptions());
   reporter.Emit(Progress(1));
   ASSERT_TRUE(reporter.Flush(absl::Seconds(20)).ok());
   EXPECT_EQ(cancel.reason(), train::StopReason::kCancel);
@@ -115,7 +115,7 @@ TEST(EventReporterTest, LostVerdictStopsDelivery) {
   FakeController controller;
   controller.SetVerdict("job-1", v1::LEASE_VERDICT_LOST);
   train::CancelToken cancel;
-  EventReporter reporter(&controller, "job-1", "lease-1", &cancel, FastOptions());
+  EventReporter reporter(&controller, "worker-a", "job-1", "lease-1", &cancel, FastOptions());
   reporter.Emit(Progress(1));
   EXPECT_EQ(reporter.Flush(absl::Seconds(20)).code(), absl::StatusCode::kAborted);
   EXPECT_EQ(cancel.reason(), train::StopReason::kLeaseLost);
@@ -129,7 +129,7 @@ TEST(EventReporterTest, UnknownLeaseCountsAsLost) {
   FakeController controller;
   controller.FailReports(1, absl::FailedPreconditionError("lease lease-1 is not current"));
   train::CancelToken cancel;
-  EventReporter reporter(&controller, "job-1", "lease-1", &cancel, FastOptions());
+  EventReporter reporter(&controller, "worker-a", "job-1", "lease-1", &cancel, FastOptions());
   reporter.Emit(Progress(1));
   EXPECT_EQ(reporter.Flush(absl::Seconds(20)).code(), absl::StatusCode::kAborted);
   EXPECT_EQ(cancel.reason(), train::StopReason::kLeaseLost);
@@ -139,7 +139,7 @@ TEST(EventReporterTest, FlushTimesOutWhileTheControllerIsDown) {
   FakeController controller;
   controller.SetDown(absl::UnavailableError("connection refused"));
   train::CancelToken cancel;
-  EventReporter reporter(&controller, "job-1", "lease-1", &cancel, FastOptions());
+  EventReporter reporter(&controller, "worker-a", "job-1", "lease-1", &cancel, FastOptions());
   reporter.Emit(Progress(1));
   EXPECT_EQ(reporter.Flush(absl::Milliseconds(50)).code(), absl::StatusCode::kDeadlineExceeded);
   controller.SetDown(absl::OkStatus());

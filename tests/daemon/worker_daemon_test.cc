@@ -41,7 +41,7 @@ DaemonConfig Config(std::vector<std::string> devices = {"cpu"}) {
   config.events.linger = absl::Milliseconds(1);
   config.events.backoff = {absl::Milliseconds(1), absl::Milliseconds(10)};
   config.flush_timeout = absl::Seconds(10);
-  config.shutdown_complete_timeout = absl::Seconds(1);
+  config.drain_timeout = absl::Seconds(1);
   return config;
 }
 

@@ -136,7 +136,7 @@ TEST(WorkerDaemonMetricsTest, TheDaemonReportsEventsAndHandBacks) {
   config.devices.push_back(cpu);
   config.acquire_wait = absl::Seconds(5);
   config.events.linger = absl::Milliseconds(1);
-  config.shutdown_complete_timeout = absl::Seconds(1);
+  config.drain_timeout = absl::Seconds(1);
   auto daemon = WorkerDaemon::Create(config, &controller, &runner, &metrics);
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   v1::Job job = Job("job-1");

@@ -151,6 +151,82 @@ TEST_F(DatasetTest, RavdessIsDetectedAndReadWithSkips) {
   }
 }
 
+// A clip shorter than one frame of the model (the 10 ms at 48 kHz) is skipped when the
+// corpus is read, with its length in the reason, instead of failing the job in training; one
+// just long enough is kept.
+TEST_F(DatasetTest, ClipsTooShortForOneFrameAreSkippedAtScanTime) {
+  MakeRavdess(3, {1, 2});
+  ToneSpec too_short;
+  too_short.rate = 48000;
+  too_short.seconds = 0.010;
+  WriteTone(dir_ + "/Actor_01/" + Ravdess(1, 1, 1, 2), too_short);
+  ToneSpec just_enough;
+  just_enough.seconds = 0.025;
+  WriteTone(dir_ + "/Actor_02/" + Ravdess(2, 2, 1, 2), just_enough);
+  auto ds = Load(Spec());
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  auto skipped = Skipped(*ds);
+  ASSERT_EQ(skipped.size(), 1u);
+  EXPECT_THAT(skipped["Actor_01/" + Ravdess(1, 1, 1, 2)],
+              HasSubstr("too short: 10.0 ms, the model needs at least 25 ms"));
+  EXPECT_EQ(ds->summary.usable_files(), 3u * 2 * 2 + 1);
+  EXPECT_NEAR(ds->summary.min_seconds(), 0.025, 1e-3);
+}
+
+// With allowed roots, a manifest row or a link that leads out of them is skipped with one and
+// the same reason, whether or not its target exists: the reasons tell nothing of what lies
+// outside. Rows and links that stay inside are read.
+TEST_F(DatasetTest, FilesOutsideTheAllowedRootsAreSkippedWithoutSayingMore) {
+  namespace fs = std::filesystem;
+  const std::string data = dir_ + "/data";
+  const std::string outside = ftune::testing::MakeTempDir("outside");
+  WriteTone(outside + "/secret.wav", {});
+  for (const char* rel : {"clips/a.wav", "clips/b.wav", "clips/c.wav", "clips/d.wav"}) {
+    WriteTone(data + "/" + rel, {});
+  }
+  fs::create_symlink(outside + "/secret.wav", data + "/clips/linked.wav");
+  fs::create_symlink(outside + "/gone.wav", data + "/clips/dangling.wav");
+  fs::create_symlink(data + "/clips/a.wav", data + "/clips/inside-link.wav");
+  WriteText(data + "/manifest.csv",
+            "path,label\n"
+            "clips/a.wav,yes\n"
+            "clips/b.wav,no\n"
+            "clips/c.wav,yes\n"
+            "clips/d.wav,no\n"
+            "clips/inside-link.wav,yes\n" +
+                outside + "/secret.wav,no\n" +
+                outside + "/absent.wav,no\n"
+                "../outside-no-such/x.wav,no\n"
+                "clips/linked.wav,yes\n"
+                "clips/dangling.wav,yes\n");
+  DatasetRequest request;
+  DatasetSpec spec;
+  spec.set_path(data);
+  request.corpora = {spec};
+  request.allowed_roots = {data};
+  auto ds = LoadDataset(request, &cache_, 2);
+  ASSERT_TRUE(ds.ok()) << ds.status();
+  EXPECT_EQ(ds->summary.usable_files(), 5u);
+  auto skipped = Skipped(*ds);
+  ASSERT_EQ(skipped.size(), 5u);
+  for (const auto& [path, reason] : skipped) EXPECT_EQ(reason, "outside the allowed roots") << path;
+
+  // A folder layout finds the links itself.
+  fs::remove(data + "/manifest.csv");
+  request.corpora[0].set_layout(v1::DATASET_LAYOUT_FOLDERS);
+  auto folders = LoadDataset(request, &cache_, 2);
+  ASSERT_TRUE(folders.ok()) << folders.status();
+  skipped = Skipped(*folders);
+  EXPECT_EQ(skipped["clips/linked.wav"], "outside the allowed roots");
+  EXPECT_EQ(skipped["clips/dangling.wav"], "outside the allowed roots");
+  EXPECT_FALSE(skipped.count("clips/inside-link.wav"));
+
+  // The dataset itself outside the roots.
+  request.allowed_roots = {outside};
+  EXPECT_EQ(LoadDataset(request, &cache_, 2).status().code(),
+            absl::StatusCode::kPermissionDenied);
+}
+
 TEST_F(DatasetTest, RavdessSongsWhenAsked) {
   MakeRavdess(2, {1, 2});
   Tone("Actor_01/" + Ravdess(2, 1, 1, 1, /*song=*/2));

@@ -31,7 +31,7 @@ BINARIES = ["ftcontroller", "ftworker", "ftserve", "ftctl"]
 # packages there are for tests and demos (python3-torch, sox, openssl, ...).
 BUILD_TOOLS = {"cmake", "g++", "make", "pkg-config", "protobuf-compiler",
                "protobuf-compiler-grpc"}
-TEST_ONLY_DEV = {"libgtest-dev", "libgmock-dev"}
+TEST_ONLY_DEV = {"libgtest-dev", "libgmock-dev", "libclang-rt-14-dev"}  # the last: scripts/fuzz
 # In the CUDA image libtorch comes from the official zip.
 NOT_FOR_CUDA = {"libtorch-dev"}
 

@@ -4,6 +4,8 @@
 #include <google/protobuf/util/message_differencer.h>
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <cmath>
 #include <csignal>
 #include <cstdint>
@@ -11,6 +13,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <tuple>
 #include <random>
 #include <string>
 #include <vector>
@@ -115,7 +118,9 @@ class DaemonEndToEndTest : public ::testing::Test {
                                      "--drain-seconds",
                                      "1",
                                      "--http-listen",
-                                     "127.0.0.1:0"};
+                                     "127.0.0.1:0",
+                                     "--retry-backoff-seconds",
+                                     "1"};
     argv.insert(argv.end(), controller_flags_.begin(), controller_flags_.end());
     auto controller = ChildProcess::Start(argv);
     ASSERT_TRUE(controller.ok()) << controller.status();
@@ -372,6 +377,34 @@ TEST_F(DaemonEndToEndTest, SigtermHandsTheJobBackAndAnotherWorkerResumesIt) {
   EXPECT_EQ(Get(id).state(), v1::JOB_STATE_CANCELLED);
 }
 
+// SIGTERM ends a worker within its drain deadline whatever its controller does: here the
+// controller hangs (SIGSTOP) while the worker is training, so every call to it would wait out
+// its deadline and the hand-back could be retried for ever.
+TEST_F(DaemonEndToEndTest, SigtermEndsAWorkerWithinItsDrainDeadlineWhenTheControllerHangs) {
+  worker_flags_ = {"--drain-seconds", "3"};
+  auto worker = StartWorker("worker-a");
+  ASSERT_NE(worker, nullptr);
+  std::vector<std::string> args = SubmitArgs("hung", 500);
+  args.insert(args.end(), {"--eval-every-steps", "1000", "--checkpoint-every-steps", "1000"});
+  RunResult submitted = RunCtl(args);
+  ASSERT_EQ(submitted.exit_code, 0);
+  const std::string id(absl::StripAsciiWhitespace(submitted.out));
+  auto watch = ChildProcess::Start(Ctl({"watch", id, "--json"}));
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  int64_t seq = 0;
+  ReadUntil(&*watch, &seq, [](const v1::JobEvent& e) { return e.has_train_progress(); });
+
+  controller_->Signal(SIGSTOP);
+  const absl::Time sent = absl::Now();
+  worker->Signal(SIGTERM);
+  auto code = worker->Wait(absl::Seconds(60));
+  const absl::Duration took = absl::Now() - sent;
+  controller_->Signal(SIGCONT);
+  ASSERT_TRUE(code.ok()) << code.status();
+  // 3 s of drain, 2 s of grace, and the hand-back checkpoint of a tiny model.
+  EXPECT_LT(took, absl::Seconds(15)) << "exit code " << *code;
+}
+
 TEST_F(DaemonEndToEndTest, AJobOutsideTheAllowedRootsFailsNamingThePath) {
   auto worker = StartWorker("worker-a");
   ASSERT_NE(worker, nullptr);
@@ -509,6 +542,89 @@ TEST_F(ShortLeaseEndToEndTest, AKilledWorkersJobIsResumedByAnotherFromItsCheckpo
   auto code = watch->Wait(absl::Minutes(2));
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_EQ(*code, 1);
+}
+
+// Every file under `root` with its size, modification time and inode.
+std::map<std::string, std::tuple<uintmax_t, int64_t, uintmax_t>> Snapshot(const fs::path& root) {
+  std::map<std::string, std::tuple<uintmax_t, int64_t, uintmax_t>> files;
+  for (const auto& entry : fs::recursive_directory_iterator(root)) {
+    struct stat st {};
+    if (::lstat(entry.path().c_str(), &st) != 0) continue;
+    files[entry.path().string()] = {static_cast<uintmax_t>(st.st_size),
+                                    st.st_mtim.tv_sec * 1'000'000'000LL + st.st_mtim.tv_nsec,
+                                    static_cast<uintmax_t>(st.st_ino)};
+  }
+  return files;
+}
+
+class FencingEndToEndTest : public DaemonEndToEndTest {
+ protected:
+  // Long enough that worker-b, stopped for a moment below, keeps its lease.
+  int LeaseSeconds() const override { return 6; }
+};
+
+// A worker stopped (SIGSTOP) past its lease while another takes the job over: once resumed it
+// neither writes in the job's folder nor adds to its event log, and gives the job up.
+TEST_F(FencingEndToEndTest, AStoppedWorkerResumedPastItsLeaseWritesAndReportsNothing) {
+  const std::string first_log = tmp_ + "/worker-a.log";
+  worker_flags_ = {"--log-file", first_log};
+  auto first = StartWorker("worker-a");
+  worker_flags_.clear();
+  ASSERT_NE(first, nullptr);
+  std::vector<std::string> args = SubmitArgs("fenced", 500);
+  args.insert(args.end(), {"--eval-every-steps", "1000", "--checkpoint-every-steps", "2"});
+  RunResult submitted = RunCtl(args);
+  ASSERT_EQ(submitted.exit_code, 0);
+  const std::string id(absl::StripAsciiWhitespace(submitted.out));
+  auto watch = ChildProcess::Start(Ctl({"watch", id, "--json"}));
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  int64_t seq = 0, checkpoint_step = 0;
+  ReadUntil(&*watch, &seq, [&](const v1::JobEvent& e) {
+    if (e.has_checkpoint_saved()) checkpoint_step = e.checkpoint_saved().step();
+    return checkpoint_step >= 4;
+  });
+
+  first->Signal(SIGSTOP);
+  auto second = StartWorker("worker-b");
+  ASSERT_NE(second, nullptr);
+  bool expired = false;
+  ReadUntil(&*watch, &seq, [&](const v1::JobEvent& e) {
+    expired |= e.has_state_changed() && e.state_changed().to() == v1::JOB_STATE_QUEUED;
+    return expired && e.has_checkpoint_saved();  // worker-b has written in the folder
+  });
+  ASSERT_EQ(Get(id).worker_id(), "worker-b");
+
+  // With worker-b stopped too, the folder and the log could change only through worker-a.
+  ASSERT_TRUE(second->Stop(absl::Seconds(10)).ok());
+  const fs::path runs = tmp_ + "/runs/fenced";
+  const auto before = Snapshot(runs);
+  const int64_t last_seq = Get(id).last_event_seq();
+  first->Signal(SIGCONT);
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  for (bool gave_up = false; !gave_up;) {
+    ASSERT_LT(absl::Now(), deadline) << "worker-a did not give the job up";
+    std::ifstream log(first_log);
+    const std::string text((std::istreambuf_iterator<char>(log)), {});
+    gave_up = absl::StrContains(text, "stopped after losing its lease");
+    if (!gave_up) absl::SleepFor(absl::Milliseconds(20));  // polling a file, not a sync wait
+  }
+  EXPECT_EQ(Snapshot(runs), before) << "worker-a touched the job's folder";
+  v1::Job job = Get(id);
+  EXPECT_EQ(job.last_event_seq(), last_seq) << "worker-a added to the event log";
+  EXPECT_EQ(job.worker_id(), "worker-b");
+  EXPECT_EQ(job.state(), v1::JOB_STATE_RUNNING);
+
+  // worker-b carries on.
+  second->Signal(SIGCONT);
+  int64_t step_after = 0;
+  ReadUntil(&*watch, &seq, [&](const v1::JobEvent& e) {
+    EXPECT_FALSE(e.has_state_changed()) << e.state_changed().reason();
+    if (e.has_train_progress()) step_after = e.train_progress().step();
+    return step_after > 0;
+  });
+  EXPECT_EQ(RunCtl({"cancel", id}).exit_code, 0);
+  ASSERT_TRUE(watch->ReadAll(absl::Minutes(2)).ok());
+  ASSERT_TRUE(watch->Wait(absl::Minutes(2)).ok());
 }
 
 class AuthEndToEndTest : public DaemonEndToEndTest {

@@ -69,6 +69,36 @@ TEST(AuthorizerTest, HeaderChecks) {
   EXPECT_TRUE(open.CheckHeader(nullptr, Scope::kWorker).ok());
 }
 
+// Secure by default: only loopback may go without tokens or client certificates.
+TEST(CheckExposureTest, OnlyLoopbackServesWithoutAuthentication) {
+  const TlsOptions none;
+  TlsOptions server_only;
+  server_only.cert_file = "c.pem";
+  server_only.key_file = "k.pem";
+  TlsOptions mtls = server_only;
+  mtls.ca_file = "ca.pem";
+  for (const std::string listen :
+       {"127.0.0.1:7070", "127.0.0.53:0", "localhost:0", "LOCALHOST:1", "[::1]:7070"}) {
+    EXPECT_TRUE(CheckExposure("--listen", listen, false, none, false).ok()) << listen;
+  }
+  for (const std::string listen : {"0.0.0.0:7070", "[::]:7070", "10.1.2.3:7070", "myhost:7070"}) {
+    const absl::Status refused = CheckExposure("--listen", listen, false, server_only, false);
+    EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << listen;
+    EXPECT_TRUE(absl::StrContains(refused.message(), "--listen " + listen)) << refused;
+    EXPECT_TRUE(absl::StrContains(refused.message(), "--tokens")) << refused;
+    EXPECT_TRUE(absl::StrContains(refused.message(), "--tls-client-ca")) << refused;
+    EXPECT_TRUE(absl::StrContains(refused.message(), "--allow-insecure")) << refused;
+    EXPECT_TRUE(CheckExposure("--listen", listen, true, none, false).ok()) << listen;
+    EXPECT_TRUE(CheckExposure("--listen", listen, false, mtls, false).ok()) << listen;
+    EXPECT_TRUE(CheckExposure("--listen", listen, false, none, true).ok()) << listen;
+  }
+  const absl::Status worker_http = CheckExposure("--http-listen", "0.0.0.0:9", false, none, false,
+                                                 "--http-tokens", "--http-tls-client-ca");
+  EXPECT_TRUE(absl::StrContains(worker_http.message(), "--http-tokens")) << worker_http;
+  EXPECT_EQ(CheckExposure("--listen", "no-port", true, none, false).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(AuthorizerTest, ScopeForMethod) {
   EXPECT_EQ(ScopeForMethod("/ftune.v1.JobService/SubmitJob"), Scope::kClient);
   EXPECT_EQ(ScopeForMethod("/ftune.v1.InferenceService/Classify"), Scope::kClient);

@@ -89,6 +89,7 @@ TEST_F(ControllerProcessTest, Sigkill_RestartKeepsJobsEventsAndLeases) {
     ftune::v1::ReportEventsRequest report;
     report.set_job_id(ids[0]);
     report.set_lease_id(lease.lease_id());
+    report.set_worker_id(lease.job().worker_id());
     report.set_batch_id(batch);
     report.add_events()->mutable_train_progress()->set_step(batch);
     ftune::v1::ReportEventsResponse reported;
@@ -147,6 +148,7 @@ TEST_F(ControllerProcessTest, Sigkill_RestartKeepsJobsEventsAndLeases) {
   ftune::v1::ReportEventsRequest retry;  // a batch the old process stored: not stored twice
   retry.set_job_id(ids[0]);
   retry.set_lease_id(lease.lease_id());
+  retry.set_worker_id(lease.job().worker_id());
   retry.set_batch_id(3);
   retry.add_events()->mutable_train_progress()->set_step(3);
   ftune::v1::ReportEventsResponse retried;
@@ -156,6 +158,7 @@ TEST_F(ControllerProcessTest, Sigkill_RestartKeepsJobsEventsAndLeases) {
   ftune::v1::CompleteJobRequest complete;
   complete.set_job_id(ids[0]);
   complete.set_lease_id(lease.lease_id());
+  complete.set_worker_id(lease.job().worker_id());
   complete.set_outcome(ftune::v1::JOB_OUTCOME_SUCCEEDED);
   ftune::v1::CompleteJobResponse completed;
   ASSERT_TRUE(workers_->CompleteJob(Context().get(), complete, &completed).ok());
@@ -203,6 +206,7 @@ TEST_F(ControllerProcessTest, MetricsOverHttpPassPromtool) {
   ftune::v1::ReportEventsRequest report;
   report.set_job_id(lease.job().id());
   report.set_lease_id(lease.lease_id());
+  report.set_worker_id("w1");
   report.set_batch_id(1);
   for (int step = 1; step <= 3; ++step)
     report.add_events()->mutable_train_progress()->set_step(step);
@@ -244,6 +248,43 @@ TEST_F(ControllerProcessTest, BadTokensFileFailsAtStartNamingTheLine) {
       absl::Seconds(30));
   ASSERT_TRUE(result.ok());
   EXPECT_EQ(result->exit_code, 1);
+}
+
+// Secure by default: on an address other machines reach, the controller needs tokens or mTLS,
+// or an explicit --allow-insecure; the refusal names the flags. Loopback needs neither.
+TEST_F(ControllerProcessTest, ANonLoopbackAddressNeedsTokensMtlsOrAllowInsecure) {
+  auto run = [&](const std::string& listen, std::vector<std::string> more) {
+    std::vector<std::string> argv = {BinaryPath("ftcontroller"), "--listen", listen,
+                                     "--data-dir", dir_ + "/data", "--log-file",
+                                     dir_ + "/controller.log"};
+    argv.insert(argv.end(), more.begin(), more.end());
+    auto child = ChildProcess::Start(argv);
+    EXPECT_TRUE(child.ok()) << child.status();
+    return std::move(child).value();
+  };
+  {
+    ChildProcess refused = run("0.0.0.0:0", {});
+    auto code = refused.Wait(absl::Seconds(30));
+    ASSERT_TRUE(code.ok()) << code.status();
+    EXPECT_NE(*code, 0);
+    std::ifstream log(dir_ + "/controller.log");
+    const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+    EXPECT_TRUE(absl::StrContains(text, "--listen 0.0.0.0:0 is reachable from other machines"))
+        << text;
+    EXPECT_TRUE(absl::StrContains(text, "--tokens")) << text;
+    EXPECT_TRUE(absl::StrContains(text, "--allow-insecure")) << text;
+  }
+  for (const auto& [listen, more] :
+       std::vector<std::pair<std::string, std::vector<std::string>>>{
+           {"0.0.0.0:0", {"--allow-insecure"}},
+           {"0.0.0.0:0", {"--tokens", dir_ + "/tokens"}},
+           {"127.0.0.1:0", {}},
+           {"localhost:0", {}}}) {
+    ChildProcess started = run(listen, more);
+    EXPECT_TRUE(started.WaitForListening(absl::Seconds(60)).ok()) << listen;
+    started.Signal(SIGTERM);
+    EXPECT_TRUE(started.Wait(absl::Seconds(30)).ok());
+  }
 }
 
 }  // namespace

@@ -38,6 +38,7 @@ class EventFanOutTest : public ::testing::Test {
     ftune::v1::ReportEventsRequest request;
     request.set_job_id(job_id_);
     request.set_lease_id(lease_);
+    request.set_worker_id("w1");
     request.set_batch_id(++batch_);
     for (int i = 0; i < n; ++i) request.add_events()->mutable_train_progress()->set_step(++step_);
     ASSERT_TRUE(manager_->ReportEvents(request).ok());
@@ -47,6 +48,7 @@ class EventFanOutTest : public ::testing::Test {
     ftune::v1::CompleteJobRequest request;
     request.set_job_id(job_id_);
     request.set_lease_id(lease_);
+    request.set_worker_id("w1");
     request.set_outcome(ftune::v1::JOB_OUTCOME_SUCCEEDED);
     ASSERT_TRUE(manager_->CompleteJob(request).ok());
   }

@@ -20,13 +20,14 @@ class JobManagerTest : public ::testing::Test {
  protected:
   void SetUp() override { Reopen(); }
 
-  void Reopen() {
+  void Reopen(absl::Duration retry_backoff = absl::ZeroDuration()) {
     manager_.reset();
     JobManagerOptions options;
     options.lease = absl::Seconds(30);
     options.heartbeat = absl::Seconds(10);
     options.watcher_queue_limit = 16;
-    auto manager = JobManager::Create(&store_, &clock_, options);
+    options.retry_backoff = retry_backoff;
+    auto manager = JobManager::Create(store_.get(), &clock_, options);
     ASSERT_TRUE(manager.ok()) << manager.status();
     manager_ = std::move(*manager);
   }
@@ -65,6 +66,7 @@ class JobManagerTest : public ::testing::Test {
     ftune::v1::ReportEventsRequest request;
     request.set_job_id(lease.job().id());
     request.set_lease_id(lease.lease_id());
+    request.set_worker_id(lease.job().worker_id());
     request.set_batch_id(batch);
     for (int i = 0; i < progress_events; ++i) {
       auto* p = request.add_events()->mutable_train_progress();
@@ -75,11 +77,14 @@ class JobManagerTest : public ::testing::Test {
   }
 
   absl::StatusOr<ftune::v1::CompleteJobResponse> Complete(
-      const ftune::v1::AcquireJobResponse& lease, ftune::v1::JobOutcome outcome) {
+      const ftune::v1::AcquireJobResponse& lease, ftune::v1::JobOutcome outcome,
+      const std::string& error = "") {
     ftune::v1::CompleteJobRequest request;
     request.set_job_id(lease.job().id());
     request.set_lease_id(lease.lease_id());
+    request.set_worker_id(lease.job().worker_id());
     request.set_outcome(outcome);
+    request.set_error(error);
     return manager_->CompleteJob(request);
   }
 
@@ -105,7 +110,7 @@ class JobManagerTest : public ::testing::Test {
     return drained.events;
   }
 
-  MemoryJobStore store_;
+  std::unique_ptr<MemoryJobStore> store_ = std::make_unique<MemoryJobStore>();
   FakeClock clock_;
   std::unique_ptr<JobManager> manager_;
 };
@@ -134,6 +139,7 @@ TEST_F(JobManagerTest, SubmitRunSucceedWithGaplessEvents) {
   ftune::v1::ReportEventsRequest ckpt;
   ckpt.set_job_id(job.id());
   ckpt.set_lease_id(lease->lease_id());
+  ckpt.set_worker_id(lease->job().worker_id());
   ckpt.set_batch_id(2);
   auto* saved = ckpt.add_events()->mutable_checkpoint_saved();
   saved->set_path("/out/job/checkpoint-10");
@@ -179,6 +185,7 @@ TEST_F(JobManagerTest, WorkerCannotForgeStateChanges) {
   ftune::v1::ReportEventsRequest request;
   request.set_job_id(lease->job().id());
   request.set_lease_id(lease->lease_id());
+  request.set_worker_id(lease->job().worker_id());
   request.add_events()->mutable_state_changed()->set_to(ftune::v1::JOB_STATE_SUCCEEDED);
   auto result = manager_->ReportEvents(request);
   EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
@@ -359,6 +366,202 @@ TEST_F(JobManagerTest, HandBackDoesNotCountAsRestart) {
   EXPECT_EQ(StateOf(job.id()), ftune::v1::JOB_STATE_FAILED);
 }
 
+// Each case starts from an empty controller with one worker, w1, and drives a job into a
+// state.
+class TransitionTableTest : public JobManagerTest {
+ protected:
+  struct Driven {
+    std::string id;
+    std::optional<ftune::v1::AcquireJobResponse> lease;
+  };
+  Driven DriveTo(JobState state, uint32_t max_restarts) {
+    store_ = std::make_unique<MemoryJobStore>();
+    Reopen();
+    Register("w1");
+    auto spec = ValidSpec();
+    spec.set_max_restarts(max_restarts);
+    Driven d;
+    d.id = Submit(spec).id();
+    if (state == ftune::v1::JOB_STATE_QUEUED) return d;
+    d.lease = Acquire("w1");
+    EXPECT_TRUE(d.lease.has_value());
+    if (state == ftune::v1::JOB_STATE_RUNNING) {
+      EXPECT_TRUE(Report(*d.lease, 1, 1).ok());
+    }
+    if (state == ftune::v1::JOB_STATE_CANCELLING) {
+      EXPECT_TRUE(manager_->CancelJob(d.id, "").ok());
+    }
+    EXPECT_EQ(StateOf(d.id), state);
+    return d;
+  }
+  // Applies `trigger` the way its caller would; the job's state afterwards.
+  JobState Apply(const Driven& d, JobTrigger trigger) {
+    auto outcome = [&](ftune::v1::JobOutcome o) {
+      if (d.lease) (void)Complete(*d.lease, o, "boom");  // without a lease there is no call
+    };
+    switch (trigger) {
+      case JobTrigger::kLease:
+        (void)Acquire("w1");
+        break;
+      case JobTrigger::kStart:
+        if (d.lease) (void)Report(*d.lease, 7, 1);
+        break;
+      case JobTrigger::kCancel:
+        (void)manager_->CancelJob(d.id, "");
+        break;
+      case JobTrigger::kSucceeded:
+        outcome(ftune::v1::JOB_OUTCOME_SUCCEEDED);
+        break;
+      case JobTrigger::kFailed:
+        outcome(ftune::v1::JOB_OUTCOME_FAILED);
+        break;
+      case JobTrigger::kCancelled:
+        outcome(ftune::v1::JOB_OUTCOME_CANCELLED);
+        break;
+      case JobTrigger::kHandBack:
+        outcome(ftune::v1::JOB_OUTCOME_REQUEUE);
+        break;
+      case JobTrigger::kRetry:
+        outcome(ftune::v1::JOB_OUTCOME_RETRY);
+        break;
+      case JobTrigger::kLeaseExpired:
+        clock_.Advance(absl::Seconds(31));
+        manager_->Sweep();
+        break;
+    }
+    return StateOf(d.id);
+  }
+};
+
+// Every row of the lifecycle table happens as written, counted restarts fail the job once
+// max_restarts is used up, and a trigger the table does not list for a state changes nothing.
+TEST_F(TransitionTableTest, EveryTransitionOfTheTableAndNothingElse) {
+  const std::vector<JobState> live = {ftune::v1::JOB_STATE_QUEUED, ftune::v1::JOB_STATE_ASSIGNED,
+                                      ftune::v1::JOB_STATE_RUNNING,
+                                      ftune::v1::JOB_STATE_CANCELLING};
+  const std::vector<JobTrigger> triggers = {
+      JobTrigger::kLease,  JobTrigger::kStart,     JobTrigger::kCancel,
+      JobTrigger::kSucceeded, JobTrigger::kFailed, JobTrigger::kCancelled,
+      JobTrigger::kHandBack,  JobTrigger::kRetry,  JobTrigger::kLeaseExpired};
+  int rows = 0;
+  for (JobState from : live) {
+    for (JobTrigger trigger : triggers) {
+      SCOPED_TRACE(absl::StrCat(ftune::v1::JobState_Name(from), " + ", JobTriggerName(trigger)));
+      const std::optional<JobTransition> t = FindTransition(from, trigger);
+      Driven d = DriveTo(from, /*max_restarts=*/1);
+      const JobState after = Apply(d, trigger);
+      if (!t) {
+        // CancelJob on a cancelling job is a no-op by design; nothing else moves either.
+        EXPECT_EQ(after, from);
+        continue;
+      }
+      ++rows;
+      EXPECT_EQ(after, t->to);
+      const ftune::v1::Job job = *manager_->GetJob(d.id);
+      if (t->to == ftune::v1::JOB_STATE_QUEUED) {
+        EXPECT_EQ(job.attempt(), 1u);
+      }
+      // The events say what happened, gaplessly.
+      const auto events = AllEvents(d.id);
+      JobState last = ftune::v1::JOB_STATE_UNSPECIFIED;
+      for (size_t i = 0; i < events.size(); ++i) {
+        EXPECT_EQ(events[i].seq(), int64_t(i) + 1);
+        if (events[i].has_state_changed()) last = events[i].state_changed().to();
+      }
+      EXPECT_EQ(last, t->to);
+      if (t->counts_as_restart) {
+        // The same trigger with no restarts left fails the job instead.
+        Driven exhausted = DriveTo(from, /*max_restarts=*/0);
+        EXPECT_EQ(Apply(exhausted, trigger), ftune::v1::JOB_STATE_FAILED);
+        EXPECT_TRUE(absl::StrContains(manager_->GetJob(exhausted.id)->error(), "max_restarts"));
+      }
+    }
+  }
+  EXPECT_EQ(rows, static_cast<int>(JobTransitions().size()));
+}
+
+// An error a worker reports as transient queues the job again after an exponential backoff,
+// counted against max_restarts; the worker's own shutdown is not counted and not delayed.
+TEST_F(JobManagerTest, RetriesBackOffAndAreBounded) {
+  Reopen(/*retry_backoff=*/absl::Seconds(5));
+  Register("w1");
+  auto spec = ValidSpec();
+  spec.set_max_restarts(2);
+  const auto job = Submit(spec);
+  absl::Duration backoff = absl::Seconds(5);
+  for (uint32_t restart = 1; restart <= 2; ++restart) {
+    SCOPED_TRACE(restart);
+    auto lease = Acquire("w1");
+    ASSERT_TRUE(lease.has_value());
+    auto retried = Complete(*lease, ftune::v1::JOB_OUTCOME_RETRY, "RESOURCE_EXHAUSTED: oom");
+    ASSERT_TRUE(retried.ok()) << retried.status();
+    EXPECT_EQ(retried->job().state(), ftune::v1::JOB_STATE_QUEUED);
+    EXPECT_EQ(retried->job().attempt(), restart);
+    // Not before the backoff is over; then the sweeper offers it again.
+    EXPECT_FALSE(Acquire("w1").has_value());
+    clock_.Advance(backoff - absl::Seconds(1));
+    manager_->Sweep();
+    EXPECT_FALSE(Acquire("w1").has_value());
+    clock_.Advance(absl::Seconds(1));
+    backoff *= 2;
+  }
+  const auto events = AllEvents(job.id());
+  EXPECT_TRUE(absl::StrContains(events.back().state_changed().reason(), "restart 2 of 2 in 10s"))
+      << events.back().state_changed().reason();
+  EXPECT_TRUE(absl::StrContains(events.back().state_changed().reason(), "oom"));
+  auto last = Acquire("w1");
+  ASSERT_TRUE(last.has_value());
+  auto failed = Complete(*last, ftune::v1::JOB_OUTCOME_RETRY, "UNAVAILABLE: disk");
+  ASSERT_TRUE(failed.ok());
+  EXPECT_EQ(failed->job().state(), ftune::v1::JOB_STATE_FAILED);
+  EXPECT_TRUE(absl::StrContains(failed->job().error(), "max_restarts (2) is used up"))
+      << failed->job().error();
+
+  // A hand-back is neither counted nor delayed.
+  auto other = ValidSpec("handed");
+  other.set_max_restarts(0);
+  const auto handed = Submit(other);
+  auto lease = Acquire("w1");
+  ASSERT_TRUE(lease.has_value());
+  auto back = Complete(*lease, ftune::v1::JOB_OUTCOME_REQUEUE);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->job().state(), ftune::v1::JOB_STATE_QUEUED);
+  EXPECT_TRUE(absl::StrContains(AllEvents(handed.id()).back().state_changed().reason(),
+                                "not counted against max_restarts"));
+  EXPECT_TRUE(Acquire("w1").has_value());
+}
+
+// Only the worker holding the current lease may report or complete: another worker with the
+// right lease id (leaked, guessed) is refused and stores nothing.
+TEST_F(JobManagerTest, ReportsFromAnotherWorkerAreRefused) {
+  Register("w1");
+  Register("w2");
+  const auto job = Submit(ValidSpec());
+  auto lease = Acquire("w1");
+  ASSERT_TRUE(lease.has_value());
+  EXPECT_EQ(lease->lease_id().size(), std::string("lease-").size() + 32);
+  ftune::v1::ReportEventsRequest report;
+  report.set_job_id(job.id());
+  report.set_lease_id(lease->lease_id());
+  report.set_worker_id("w2");
+  report.add_events()->mutable_train_progress()->set_step(1);
+  auto reported = manager_->ReportEvents(report);
+  ASSERT_TRUE(reported.ok());
+  EXPECT_EQ(reported->verdict(), ftune::v1::LEASE_VERDICT_LOST);
+  EXPECT_EQ(manager_->GetJob(job.id())->last_event_seq(), AllEvents(job.id()).back().seq());
+  EXPECT_EQ(StateOf(job.id()), ftune::v1::JOB_STATE_ASSIGNED);  // nothing started
+  ftune::v1::CompleteJobRequest complete;
+  complete.set_job_id(job.id());
+  complete.set_lease_id(lease->lease_id());
+  complete.set_worker_id("w2");
+  complete.set_outcome(ftune::v1::JOB_OUTCOME_SUCCEEDED);
+  EXPECT_EQ(manager_->CompleteJob(complete).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  complete.clear_worker_id();
+  EXPECT_EQ(manager_->CompleteJob(complete).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(StateOf(job.id()), ftune::v1::JOB_STATE_ASSIGNED);
+}
+
 TEST_F(JobManagerTest, FailedOutcomeIsFinal) {
   Register("w1");
   const auto job = Submit(ValidSpec());
@@ -366,6 +569,7 @@ TEST_F(JobManagerTest, FailedOutcomeIsFinal) {
   ftune::v1::CompleteJobRequest request;
   request.set_job_id(job.id());
   request.set_lease_id(lease->lease_id());
+  request.set_worker_id(lease->job().worker_id());
   request.set_outcome(ftune::v1::JOB_OUTCOME_FAILED);
   request.set_error("dataset.path: /data/ravdess does not exist");
   auto done = manager_->CompleteJob(request);
@@ -479,6 +683,8 @@ TEST_F(JobManagerTest, BadSpecsNameTheField) {
        },
        "labels[1]"},
       {[](auto* s) { s->set_max_restarts(1000); }, "max_restarts"},
+      // A crop shorter than one frame of the model.
+      {[](auto* s) { s->mutable_training()->set_max_seconds(0.01); }, "training.max_seconds"},
   };
   for (const Case& c : cases) {
     auto spec = ValidSpec();
@@ -559,12 +765,12 @@ TEST_F(JobManagerTest, RestartKeepsJobsEventsAndRearmsLeases) {
 TEST_F(JobManagerTest, StoreFailureChangesNothing) {
   Register("w1");
   const auto job = Submit(ValidSpec());
-  store_.set_fail_commits(true);
+  store_->set_fail_commits(true);
   EXPECT_FALSE(manager_->SubmitJob(ValidSpec("x")).ok());
   EXPECT_FALSE(manager_->CancelJob(job.id(), "").ok());
   EXPECT_EQ(StateOf(job.id()), ftune::v1::JOB_STATE_QUEUED);
   EXPECT_EQ(manager_->ListJobs({})->jobs_size(), 1);
-  store_.set_fail_commits(false);
+  store_->set_fail_commits(false);
   EXPECT_TRUE(Acquire("w1").has_value());
 }
 

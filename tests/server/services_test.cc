@@ -168,6 +168,7 @@ TEST_F(ServicesTest, LongPollThenRunWithWatchersSeeingReplayEqualToLive) {
     ftune::v1::ReportEventsRequest report;
     report.set_job_id(job_id);
     report.set_lease_id(acquired.lease_id());
+    report.set_worker_id(acquired.job().worker_id());
     report.set_batch_id(batch);
     for (int i = 0; i < 5; ++i) {
       report.add_events()->mutable_train_progress()->set_step(batch * 5 + i);
@@ -178,6 +179,7 @@ TEST_F(ServicesTest, LongPollThenRunWithWatchersSeeingReplayEqualToLive) {
   ftune::v1::CompleteJobRequest complete;
   complete.set_job_id(job_id);
   complete.set_lease_id(acquired.lease_id());
+  complete.set_worker_id(acquired.job().worker_id());
   complete.set_outcome(ftune::v1::JOB_OUTCOME_SUCCEEDED);
   ftune::v1::CompleteJobResponse completed;
   ASSERT_TRUE(worker->CompleteJob(Context().get(), complete, &completed).ok());

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "absl/strings/match.h"
@@ -179,6 +180,31 @@ absl::StatusOr<std::string> ChildProcess::ReadAll(absl::Duration timeout) {
 
 void ChildProcess::Signal(int signo) {
   if (pid_ > 0 && !exit_code_.has_value()) kill(pid_, signo);
+}
+
+absl::Status ChildProcess::Stop(absl::Duration timeout) {
+  Signal(SIGSTOP);
+  const absl::Time deadline = absl::Now() + timeout;
+  const std::string tasks = absl::StrCat("/proc/", pid_, "/task");
+  while (true) {
+    bool all_stopped = true;
+    std::error_code error;
+    for (const auto& task : std::filesystem::directory_iterator(tasks, error)) {
+      std::ifstream stat(task.path() / "stat");
+      std::string line;
+      std::getline(stat, line);
+      // "pid (comm) S ...": the state follows the last ')'.
+      const size_t paren = line.rfind(')');
+      if (paren == std::string::npos || paren + 2 >= line.size() || (line[paren + 2] != 'T' && line[paren + 2] != 't')) {
+        all_stopped = false;
+        break;
+      }
+    }
+    if (error) return absl::InternalError(absl::StrCat("cannot read ", tasks));
+    if (all_stopped) return absl::OkStatus();
+    if (absl::Now() >= deadline) return absl::DeadlineExceededError("threads still running");
+    absl::SleepFor(absl::Milliseconds(1));  // polling /proc: there is no stop notification
+  }
 }
 
 absl::StatusOr<int> ChildProcess::Wait(absl::Duration timeout) {

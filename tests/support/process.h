@@ -61,6 +61,9 @@ class ChildProcess {
   absl::StatusOr<std::string> ReadAll(absl::Duration timeout);
 
   void Signal(int signo);
+  // SIGSTOP, then waits until every thread is stopped (kill() only queues the signal; a
+  // thread may still finish what it was writing).
+  absl::Status Stop(absl::Duration timeout);
   // Waits for exit; returns the exit code, or 128+signal when killed by a signal.
   absl::StatusOr<int> Wait(absl::Duration timeout);
 

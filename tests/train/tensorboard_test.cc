@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <atomic>
 #include <future>
 #include <map>
 
@@ -230,6 +231,30 @@ TEST(TensorBoardSinkTest, AWriteErrorIsReportedOnceAndTrainingGoesOn) {
     }
   }
   EXPECT_EQ(warnings, 1);
+  EXPECT_EQ(next.events.size(), 3u);
+}
+
+// Fencing: once the write guard says no (the worker lost its lease), nothing more reaches the
+// event file, though events still flow on to the next sink.
+TEST(TensorBoardSinkTest, NothingIsWrittenOnceTheGuardRefuses) {
+  RecordingSink next;
+  auto writer = std::make_unique<FakeWriter>();
+  FakeWriter* fake = writer.get();
+  std::atomic<bool> may_write{true};
+  TensorBoardSink sink(std::move(writer), 16, &next, [&] { return may_write.load(); });
+  sink.Emit(Progress(1, 1.0));
+  // Close waits for the writer, so what it wrote so far is known; a fresh sink continues.
+  ASSERT_TRUE(sink.Close().ok());
+  ASSERT_EQ(fake->events().size(), 5u);
+
+  auto fenced_writer = std::make_unique<FakeWriter>();
+  FakeWriter* fenced = fenced_writer.get();
+  may_write = false;
+  TensorBoardSink after(std::move(fenced_writer), 16, &next, [&] { return may_write.load(); });
+  after.Emit(Progress(2, 1.0));
+  after.Emit(Progress(3, 1.0));
+  ASSERT_TRUE(after.Close().ok());
+  EXPECT_TRUE(fenced->events().empty());
   EXPECT_EQ(next.events.size(), 3u);
 }
 

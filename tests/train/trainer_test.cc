@@ -1,6 +1,10 @@
 #include "worker/train/trainer.h"
 
+#include <algorithm>
+#include <atomic>
 #include <filesystem>
+#include <future>
+#include <thread>
 #include <iostream>
 #include <map>
 
@@ -10,6 +14,7 @@
 #include "torch/torch.h"
 #include "worker/model/checkpoint.h"
 #include "worker/train/checkpoint_manager.h"
+#include "worker/train/feature_cache.h"
 
 namespace ftune::train {
 namespace {
@@ -217,6 +222,46 @@ TEST_F(TrainerTest, ResumeAfterAnEpochReproducesTheStraightRun) {
   EXPECT_LT(MaxDiff(straight.weights, second.weights), 1e-6);
 }
 
+// Jobs training at once on one worker draw from their own generators: a run interrupted and
+// resumed while another job trains beside it still reproduces the uninterrupted run exactly
+// (dropout and SpecAugment draw from the job's generator, whose state the checkpoint keeps).
+TEST_F(TrainerTest, ExactResumeWhileAnotherJobTrains) {
+  const data::Dataset dataset = MakeToneDataset(Dir("tones"), {});
+  TrainerConfig c = BaseConfig(Dir("straight"));
+  c.epochs = 2;
+  RunOutput straight = Train(c, TinyModel(dataset.labels, false), dataset);
+  ASSERT_TRUE(straight.result.ok()) << straight.result.status();
+
+  // The neighbour: a longer job with dropout, started first and running throughout.
+  std::promise<void> neighbour_started;
+  std::atomic<bool> signalled{false};
+  std::atomic<bool> stop_neighbour{false};
+  std::thread neighbour([&] {
+    TrainerConfig n = BaseConfig(Dir("neighbour"));
+    n.epochs = 200;
+    n.seed = 99;
+    Train(n, TinyModel(dataset.labels, false, /*seed=*/5), dataset, {},
+          [&](const JobEvent& e, CancelToken* cancel) {
+            if (e.has_train_progress() && !signalled.exchange(true)) neighbour_started.set_value();
+            if (stop_neighbour) cancel->Request(StopReason::kCancel);
+          });
+  });
+  neighbour_started.get_future().wait();
+
+  c.output_dir = Dir("resumed");
+  RunOutput first = Train(c, TinyModel(dataset.labels, false), dataset, {},
+                          [](const JobEvent& e, CancelToken* cancel) {
+                            if (e.has_checkpoint_saved()) cancel->Request(StopReason::kHandBack);
+                          });
+  ASSERT_TRUE(first.result.ok()) << first.result.status();
+  RunOutput second = Train(c, TinyModel(dataset.labels, false, /*seed=*/99), dataset);
+  stop_neighbour = true;
+  neighbour.join();
+  ASSERT_TRUE(second.result.ok()) << second.result.status();
+  EXPECT_TRUE(second.result->resumed);
+  EXPECT_LT(MaxDiff(straight.weights, second.weights), 1e-6);
+}
+
 // Mid-epoch stop with a frozen, cached feature encoder: resume starts at the right batch.
 TEST_F(TrainerTest, ResumeMidEpochWithFeatureCache) {
   const data::Dataset dataset = MakeToneDataset(Dir("tones"), {});
@@ -268,6 +313,45 @@ TEST_F(TrainerTest, FeatureCacheIsExact) {
   EXPECT_LT(MaxDiff(with.weights, without.weights), 1e-5);
 }
 
+// A feature cache too small for the dataset drops clips and encodes them again: the run is
+// the same as with room for everything.
+TEST_F(TrainerTest, FeatureCacheWithinABudgetIsExact) {
+  const data::Dataset dataset = MakeToneDataset(Dir("tones"), {});
+  TrainerConfig c = BaseConfig(Dir("a"));
+  c.epochs = 3;
+  c.freeze_feature_encoder_set = true;
+  c.freeze_feature_encoder = true;
+  TrainerOptions roomy;
+  TrainerOptions tight;
+  tight.feature_cache_bytes = 40'000;  // a few of the clips' features
+  RunOutput with_room = Train(c, TinyModel(dataset.labels, true), dataset, roomy);
+  c.output_dir = Dir("b");
+  RunOutput squeezed = Train(c, TinyModel(dataset.labels, true), dataset, tight);
+  ASSERT_TRUE(with_room.result.ok()) << with_room.result.status();
+  ASSERT_TRUE(squeezed.result.ok()) << squeezed.result.status();
+  EXPECT_EQ(MaxDiff(with_room.weights, squeezed.weights), 0.0);
+}
+
+TEST(FeatureCacheTest, KeepsTheMostRecentlyUsedWithinItsBudget) {
+  FeatureCache cache(3 * 4 * 100);  // three [100] float tensors
+  const torch::Device cpu(torch::kCPU);
+  for (int64_t clip = 0; clip < 3; ++clip) cache.Put(clip, torch::full({100}, float(clip)));
+  EXPECT_EQ(cache.size(), 3u);
+  ASSERT_TRUE(cache.Get(0, cpu).has_value());  // 0 is now the most recent
+  cache.Put(3, torch::full({100}, 3.0f));      // drops 1, the least recent
+  EXPECT_FALSE(cache.Get(1, cpu).has_value());
+  EXPECT_TRUE(torch::equal(*cache.Get(0, cpu), torch::full({100}, 0.0f)));
+  EXPECT_TRUE(cache.Get(3, cpu).has_value());
+  EXPECT_EQ(cache.evictions(), 1);
+  EXPECT_EQ(cache.bytes(), 3 * 4 * 100);
+  cache.Put(9, torch::zeros({1000}));  // larger than the whole budget: not kept
+  EXPECT_FALSE(cache.Get(9, cpu).has_value());
+  EXPECT_EQ(cache.size(), 3u);
+  FeatureCache none(0);
+  none.Put(1, torch::zeros({1}));
+  EXPECT_FALSE(none.Get(1, cpu).has_value());
+}
+
 TEST_F(TrainerTest, LeaseLostWritesNothing) {
   const data::Dataset dataset = MakeToneDataset(Dir("tones"), {});
   TrainerConfig c = BaseConfig(Dir("out"));
@@ -280,6 +364,52 @@ TEST_F(TrainerTest, LeaseLostWritesNothing) {
   EXPECT_EQ(run.result->end, TrainEnd::kLeaseLost);
   EXPECT_EQ(run.result->steps, 1);
   EXPECT_FALSE(CheckpointManager::FindLatestComplete(c.output_dir).has_value());
+}
+
+// Once the write guard refuses (the daemon could not confirm the lease), the run ends as
+// kLeaseLost and the output folder holds only what was saved before.
+TEST_F(TrainerTest, RefusedWriteEndsTheRunAsLeaseLost) {
+  const data::Dataset dataset = MakeToneDataset(Dir("tones"), {});
+  TrainerConfig c = BaseConfig(Dir("out"));
+  c.epochs = 3;  // 3 steps each
+  bool saved_once = false;
+  RunOutput run = Train(c, TinyModel(dataset.labels, true), dataset, {},
+                        [&](const JobEvent& e, CancelToken* cancel) {
+                          if (e.has_log()) {
+                            cancel->set_write_guard([&]() -> absl::Status {
+                              if (saved_once) return absl::AbortedError("lease not confirmed");
+                              return absl::OkStatus();
+                            });
+                          }
+                          if (e.has_checkpoint_saved()) saved_once = true;
+                        });
+  ASSERT_TRUE(run.result.ok()) << run.result.status();
+  EXPECT_EQ(run.result->end, TrainEnd::kLeaseLost);
+  EXPECT_EQ(run.result->steps, 6);
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(c.output_dir)) names.push_back(e.path().filename());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"best", "checkpoint-3"}));
+}
+
+// A stop requested while evaluating ends the evaluation at once (no result), then the run
+// stops as asked.
+TEST_F(TrainerTest, StopDuringEvaluationSkipsIt) {
+  const data::Dataset dataset = MakeToneDataset(Dir("tones"), {});
+  TrainerConfig c = BaseConfig(Dir("out"));
+  c.epochs = 2;
+  RunOutput run = Train(c, TinyModel(dataset.labels, true), dataset, {},
+                        [](const JobEvent& e, CancelToken* cancel) {
+                          // The last step of epoch 1: its evaluation comes next.
+                          if (e.has_train_progress() && e.train_progress().step() == 3) {
+                            cancel->Request(StopReason::kCancel);
+                          }
+                        });
+  ASSERT_TRUE(run.result.ok()) << run.result.status();
+  EXPECT_EQ(run.result->end, TrainEnd::kCancelled);
+  EXPECT_EQ(run.result->steps, 3);
+  for (const JobEvent& e : run.events) EXPECT_FALSE(e.has_eval_result());
+  EXPECT_TRUE(CheckpointManager::IsComplete((fs::path(c.output_dir) / "checkpoint-3").string()));
 }
 
 TEST_F(TrainerTest, EventsCheckpointsAndBest) {

@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/path_roots.h"
 #include "ftune/v1/job.pb.h"
 
 namespace ftune::daemon {
@@ -25,13 +26,12 @@ class AllowedRoots {
   // names a folder or file rather than a preset.
   absl::Status CheckJob(const ftune::v1::JobSpec& spec) const;
 
-  const std::vector<std::string>& roots() const { return roots_; }
+  const std::vector<std::string>& roots() const { return roots_.roots(); }
 
  private:
-  explicit AllowedRoots(std::vector<std::string> roots) : roots_(std::move(roots)) {}
+  explicit AllowedRoots(PathRoots roots) : roots_(std::move(roots)) {}
 
-  // Canonical absolute roots.
-  std::vector<std::string> roots_;
+  PathRoots roots_;
 };
 
 // A spec's model names a path (not a preset) when it contains a '/' or exists on disk.

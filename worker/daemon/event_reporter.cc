@@ -26,9 +26,11 @@ bool LeaseGone(const absl::Status& status) {
 
 }  // namespace
 
-EventReporter::EventReporter(WorkerClient* client, std::string job_id, std::string lease_id,
-                             train::CancelToken* cancel, EventReporterOptions options)
+EventReporter::EventReporter(WorkerClient* client, std::string worker_id, std::string job_id,
+                             std::string lease_id, train::CancelToken* cancel,
+                             EventReporterOptions options)
     : client_(client),
+      worker_id_(std::move(worker_id)),
       job_id_(std::move(job_id)),
       lease_id_(std::move(lease_id)),
       cancel_(cancel),
@@ -123,6 +125,7 @@ void EventReporter::SendLoop() {
     v1::ReportEventsRequest request;
     request.set_job_id(job_id_);
     request.set_lease_id(lease_id_);
+    request.set_worker_id(worker_id_);
     request.set_batch_id(next_batch_id_);
     const size_t n = std::min(queue_.size(), options_.max_batch);
     for (size_t i = 0; i < n; ++i) {

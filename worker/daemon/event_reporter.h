@@ -37,8 +37,9 @@ class EventReporter final : public train::EventSink {
  public:
   // `client` and `cancel` must outlive the reporter. Verdicts in ReportEvents replies become
   // cancel requests (CANCEL -> kCancel, LOST -> kLeaseLost).
-  EventReporter(WorkerClient* client, std::string job_id, std::string lease_id,
-                train::CancelToken* cancel, EventReporterOptions options = {});
+  EventReporter(WorkerClient* client, std::string worker_id, std::string job_id,
+                std::string lease_id, train::CancelToken* cancel,
+                EventReporterOptions options = {});
   // Stops the sender; events not yet acknowledged are dropped (call Flush first).
   ~EventReporter() override;
 
@@ -60,6 +61,7 @@ class EventReporter final : public train::EventSink {
   bool DropOldestProgressLocked();
 
   WorkerClient* const client_;
+  const std::string worker_id_;
   const std::string job_id_;
   const std::string lease_id_;
   train::CancelToken* const cancel_;

@@ -37,6 +37,8 @@ const char* OutcomeName(v1::JobOutcome outcome) {
       return "cancelled";
     case v1::JOB_OUTCOME_REQUEUE:
       return "handed back";
+    case v1::JOB_OUTCOME_RETRY:
+      return "failed; to be retried";
     default:
       return "no outcome";
   }
@@ -108,6 +110,7 @@ void WorkerDaemon::Shutdown() {
     if (shut_down_) return;
     shut_down_ = true;
     stopping_ = true;
+    drain_deadline_ = absl::Now() + config_.drain_timeout;
     for (auto& [id, job] : jobs_) {
       if (!job->done) {
         spdlog::info("job {}: asking it to checkpoint and hand back", id);
@@ -337,9 +340,43 @@ void WorkerDaemon::HeartbeatLoop() {
   }
 }
 
+absl::Status WorkerDaemon::ConfirmLease(RunningJob* running) {
+  v1::HeartbeatRequest request;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (running->lease <= absl::ZeroDuration() ||
+        absl::Now() - running->renewed < running->lease / 2) {
+      return absl::OkStatus();
+    }
+    request.set_worker_id(config_.worker_id);
+    request.set_draining(stopping_);
+    v1::LeaseRenewal* renewal = request.add_leases();
+    renewal->set_job_id(running->job.id());
+    renewal->set_lease_id(running->lease_id);
+  }
+  const absl::Time sent = absl::Now();
+  absl::StatusOr<v1::HeartbeatResponse> response = client_->Heartbeat(request);
+  if (!response.ok()) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot confirm the lease before writing: ", response.status().message()));
+  }
+  for (const v1::LeaseStatus& lease : response->leases()) {
+    if (lease.job_id() != running->job.id() || lease.lease_id() != running->lease_id) continue;
+    if (lease.verdict() == v1::LEASE_VERDICT_LOST) break;
+    std::lock_guard<std::mutex> lock(mu_);
+    running->renewed = sent;
+    if (lease.verdict() == v1::LEASE_VERDICT_CANCEL) running->cancel.Request(StopReason::kCancel);
+    return absl::OkStatus();
+  }
+  spdlog::warn("job {}: the controller no longer grants lease {}; writing nothing more",
+               running->job.id(), running->lease_id);
+  return absl::AbortedError("the controller says the job's lease is gone");
+}
+
 void WorkerDaemon::RunJob(RunningJob* running) {
   const v1::Job& job = running->job;
   if (observer_ != nullptr) observer_->OnJobStarted(job, running->device);
+  running->cancel.set_write_guard([this, running] { return ConfirmLease(running); });
   train::JobRunResult result;
   absl::Status allowed = roots_.CheckJob(job.spec());
   if (!allowed.ok()) {
@@ -351,7 +388,8 @@ void WorkerDaemon::RunJob(RunningJob* running) {
     result.outcome = v1::JOB_OUTCOME_REQUEUE;
     result.error = "worker shutting down";
   } else {
-    EventReporter reporter(client_, job.id(), running->lease_id, &running->cancel, config_.events);
+    EventReporter reporter(client_, config_.worker_id, job.id(), running->lease_id,
+                           &running->cancel, config_.events);
     ObservedSink observed(&reporter, observer_, job.id());
     train::EventSink* sink =
         observer_ != nullptr ? static_cast<train::EventSink*>(&observed) : &reporter;
@@ -367,7 +405,13 @@ void WorkerDaemon::RunJob(RunningJob* running) {
       if (result.error.empty()) result.error = "the trainer returned no outcome";
     }
     if (running->cancel.reason() != StopReason::kLeaseLost) {
-      if (absl::Status s = reporter.Flush(config_.flush_timeout); !s.ok()) {
+      absl::Duration flush_timeout = config_.flush_timeout;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        flush_timeout = std::max(absl::ZeroDuration(),
+                                 std::min(flush_timeout, drain_deadline_ - absl::Now()));
+      }
+      if (absl::Status s = reporter.Flush(flush_timeout); !s.ok()) {
         spdlog::warn("job {}: {}", job.id(), s);
       }
     }
@@ -393,6 +437,7 @@ void WorkerDaemon::Complete(RunningJob* running, const train::JobRunResult& resu
   v1::CompleteJobRequest request;
   request.set_job_id(running->job.id());
   request.set_lease_id(running->lease_id);
+  request.set_worker_id(config_.worker_id);
   request.set_outcome(result.outcome);
   request.set_error(result.error);
   request.set_best_checkpoint(result.best_checkpoint);
@@ -401,7 +446,6 @@ void WorkerDaemon::Complete(RunningJob* running, const train::JobRunResult& resu
   request.set_best_metric(result.best_metric);
 
   Backoff backoff(config_.reconnect);
-  absl::Time give_up = absl::InfiniteFuture();
   for (;;) {
     absl::StatusOr<v1::CompleteJobResponse> response = client_->CompleteJob(request);
     if (response.ok()) {
@@ -414,9 +458,8 @@ void WorkerDaemon::Complete(RunningJob* running, const train::JobRunResult& resu
       return;
     }
     std::unique_lock<std::mutex> lock(mu_);
-    if (stopping_ && give_up == absl::InfiniteFuture()) {
-      give_up = absl::Now() + config_.shutdown_complete_timeout;
-    }
+    // Until Shutdown the deadline is infinite; then it bounds the retries.
+    const absl::Time give_up = drain_deadline_;
     if (absl::Now() >= give_up) {
       spdlog::warn("job {}: controller unreachable ({}); its lease will expire instead",
                    running->job.id(), response.status());

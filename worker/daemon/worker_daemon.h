@@ -44,9 +44,10 @@ struct DaemonConfig {
   EventReporterOptions events;
   // How long a finished job waits for its events to be delivered before CompleteJob.
   absl::Duration flush_timeout = absl::Seconds(30);
-  // During shutdown, how long CompleteJob is retried before the daemon gives up (the
-  // controller then requeues the job when its lease expires).
-  absl::Duration shutdown_complete_timeout = absl::Seconds(30);
+  // From Shutdown, how long delivering the stopping jobs' last events and handing them back
+  // may take, whatever the controller does; past it the daemon gives up (the controller then
+  // requeues the jobs when their leases expire).
+  absl::Duration drain_timeout = absl::Seconds(30);
 };
 
 class WorkerDaemon {
@@ -92,6 +93,11 @@ class WorkerDaemon {
   void AcquireLoop();
   void HeartbeatLoop();
   void RunJob(RunningJob* running);
+  // The job's write guard (CancelToken::MayWrite): OK while the lease is surely held, i.e.
+  // renewed less than half a lease ago; otherwise (the process was stopped, heartbeats
+  // failed) it asks the controller with a heartbeat for this lease and refuses unless the
+  // controller renews it.
+  absl::Status ConfirmLease(RunningJob* running);
   // Completes the job, retrying transient failures.
   void Complete(RunningJob* running, const train::JobRunResult& result);
   absl::Status Register();
@@ -113,6 +119,8 @@ class WorkerDaemon {
   bool stopping_ = false;
   bool stop_heartbeat_ = false;
   bool shut_down_ = false;
+  // Set by Shutdown: when talking to the controller stops (drain_timeout).
+  absl::Time drain_deadline_ = absl::InfiniteFuture();
   bool registered_ = false;
   absl::Duration heartbeat_interval_;
   // By job id.

@@ -13,7 +13,9 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/path_roots.h"
 #include "common/status_macros.h"
 #include "worker/data/random.h"
 
@@ -198,8 +200,12 @@ std::vector<std::string> CorpusTags(const std::vector<ScannedCorpus>& corpora) {
   return tags;
 }
 
-absl::StatusOr<ScannedCorpus> ScanCorpus(const DatasetSpec& spec) {
+absl::StatusOr<ScannedCorpus> ScanCorpus(const DatasetSpec& spec, const PathRoots& roots) {
   if (spec.path().empty()) return absl::InvalidArgumentError("dataset path is empty");
+  if (!roots.Allows(spec.path())) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("dataset path ", spec.path(), " is ", kOutsideRoots));
+  }
   if (!fs::exists(spec.path())) {
     return absl::NotFoundError(absl::StrCat("dataset path ", spec.path(), " does not exist"));
   }
@@ -210,7 +216,23 @@ absl::StatusOr<ScannedCorpus> ScanCorpus(const DatasetSpec& spec) {
     return absl::InvalidArgumentError(
         absl::StrCat("eval_fraction ", corpus.eval_fraction, " is outside [0, 1)"));
   }
-  ASSIGN_OR_RETURN(corpus.scan, ScanLayout(spec));
+  PathFilter allowed;
+  if (!roots.empty()) {
+    allowed = [&roots](const std::string& path) { return roots.Allows(path); };
+  }
+  ASSIGN_OR_RETURN(corpus.scan, ScanLayout(spec, allowed));
+  if (allowed) {
+    // Files found in folders may be links that lead out of the roots.
+    std::vector<Candidate> inside;
+    for (Candidate& c : corpus.scan.candidates) {
+      if (allowed(c.path)) {
+        inside.push_back(std::move(c));
+      } else {
+        corpus.scan.Skip(c.display, kOutsideRoots);
+      }
+    }
+    corpus.scan.candidates = std::move(inside);
+  }
   if (spec.split() == ftune::v1::SPLIT_STRATEGY_MANIFEST && !corpus.scan.has_split_column &&
       corpus.scan.layout != ftune::v1::DATASET_LAYOUT_MANIFEST) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -333,6 +355,13 @@ absl::StatusOr<Dataset> BuildCorpus(ScannedCorpus corpus, const std::vector<std:
       continue;
     }
     const Candidate& c = wanted[i];
+    if (decoded[i].samples < kMinClipSamples) {
+      scan.Skip(c.display, absl::StrFormat("too short: %.1f ms, the model needs at least %.0f ms "
+                                           "for one frame",
+                                           1000.0 * double(decoded[i].samples) / kSampleRate,
+                                           1000.0 * double(kMinClipSamples) / kSampleRate));
+      continue;
+    }
     const std::string speaker = c.speaker.empty() ? "" : Tagged(corpus.tag, c.speaker);
     Clip clip{c.path, label_id[c.label], speaker, double(decoded[i].samples) / kSampleRate};
     usable.push_back(clip);
@@ -452,8 +481,9 @@ absl::StatusOr<Dataset> ScanDatasetImpl(const DatasetRequest& request, AudioCach
         absl::StrCat("labels repeat a name: ", absl::StrJoin(request.labels, ",")));
   }
   std::vector<ScannedCorpus> corpora;
+  ASSIGN_OR_RETURN(const PathRoots roots, PathRoots::Create(request.allowed_roots));
   for (const DatasetSpec& spec : request.corpora) {
-    ASSIGN_OR_RETURN(ScannedCorpus corpus, ScanCorpus(spec));
+    ASSIGN_OR_RETURN(ScannedCorpus corpus, ScanCorpus(spec, roots));
     corpora.push_back(std::move(corpus));
   }
   if (corpora.size() > 1) {

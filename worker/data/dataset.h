@@ -32,6 +32,11 @@ struct Dataset {
   ftune::v1::DatasetSummary summary;
 };
 
+// The fewest 16 kHz samples that give one frame of HuBERT's convolutional feature encoder
+// (its receptive field, 25 ms); every HuBERT and wav2vec 2.0 configuration shares it. Shorter
+// clips are skipped at scan time, with the reason.
+inline constexpr int64_t kMinClipSamples = 400;
+
 // What to read: one corpus, or several trained on together.
 struct DatasetRequest {
   std::vector<ftune::v1::DatasetSpec> corpora;  // at least one
@@ -42,6 +47,9 @@ struct DatasetRequest {
   // Empty: the labels found, in the first corpus's order, then each further corpus's new ones.
   std::vector<std::string> labels;
   uint64_t seed = 42;  // of the splits
+  // Folders every file read must lie in, after resolving links (a worker's --allowed-root);
+  // empty = anywhere. Files elsewhere are skipped as "outside the allowed roots", nothing more.
+  std::vector<std::string> allowed_roots;
 };
 
 // A job's dataset, extra_datasets, label_map and labels, with the split seed.

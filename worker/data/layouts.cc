@@ -37,13 +37,13 @@ bool IsAudioFile(const fs::path& p) {
   return kAudio->count(Extension(p)) > 0;
 }
 
+// Lexical, so a link is shown by its own name, never by where it points.
 std::string Relative(const fs::path& p, const fs::path& root) {
-  std::error_code ec;
-  fs::path rel = fs::relative(p, root, ec);
-  return ec || rel.empty() ? p.string() : rel.string();
+  const fs::path rel = p.lexically_normal().lexically_relative(root.lexically_normal());
+  return rel.empty() ? p.string() : rel.string();
 }
 
-// Regular files under `dir`, recursively, sorted, hidden files and folders left out.
+// Regular files and links under `dir`, recursively, sorted, hidden files and folders left out.
 std::vector<fs::path> ListFiles(const fs::path& dir) {
   std::vector<fs::path> files;
   std::error_code ec;
@@ -53,7 +53,9 @@ std::vector<fs::path> ListFiles(const fs::path& dir) {
       if (it->is_directory()) it.disable_recursion_pending();
       continue;
     }
-    if (it->is_regular_file()) files.push_back(it->path());
+    // Links are listed whether or not their targets exist, so that the allowed roots decide
+    // about them the same way either way.
+    if (it->is_regular_file() || it->is_symlink()) files.push_back(it->path());
   }
   std::sort(files.begin(), files.end());
   return files;
@@ -325,8 +327,10 @@ std::string Field(const std::vector<std::string>& fields, int column) {
 }
 
 // The file a CSV row names (relative to `base` unless absolute), or why it cannot be used.
-absl::StatusOr<fs::path> RowFile(const fs::path& base, const std::string& rel) {
+absl::StatusOr<fs::path> RowFile(const fs::path& base, const std::string& rel,
+                                 const PathFilter& allowed) {
   fs::path file = fs::path(rel).is_absolute() ? fs::path(rel) : base / rel;
+  if (allowed && !allowed(file.string())) return absl::PermissionDeniedError(kOutsideRoots);
   if (!fs::exists(file)) return absl::NotFoundError("file not found");
   if (!fs::is_regular_file(file)) return absl::FailedPreconditionError("not a regular file");
   return file;
@@ -342,7 +346,8 @@ absl::StatusOr<std::string> NormaliseSplit(const std::string& value) {
   return absl::InvalidArgumentError(absl::StrCat("split '", value, "' is neither train nor eval"));
 }
 
-absl::Status ScanManifest(const fs::path& manifest, bool require_split, CorpusScan* scan) {
+absl::Status ScanManifest(const fs::path& manifest, bool require_split, const PathFilter& allowed,
+                          CorpusScan* scan) {
   if (!fs::is_regular_file(manifest)) {
     return absl::NotFoundError(absl::StrCat("cannot read manifest ", manifest.string()));
   }
@@ -374,7 +379,7 @@ absl::Status ScanManifest(const fs::path& manifest, bool require_split, CorpusSc
       scan->Skip(row.where, "needs at least path,label");
       continue;
     }
-    absl::StatusOr<fs::path> file = RowFile(base, rel);
+    absl::StatusOr<fs::path> file = RowFile(base, rel, allowed);
     if (!file.ok()) {
       scan->Skip(rel, std::string(file.status().message()));
       continue;
@@ -455,7 +460,8 @@ constexpr char kTestLeftOut[] =
 absl::Status ScanMetadata(
     const fs::path& metadata, const fs::path& root,
     const std::function<absl::StatusOr<std::string>(const fs::path& file)>& split_of,
-    std::set<std::string>* labels, std::set<fs::path>* listed, CorpusScan* scan) {
+    const PathFilter& allowed, std::set<std::string>* labels, std::set<fs::path>* listed,
+    CorpusScan* scan) {
   ASSIGN_OR_RETURN(std::vector<CsvRecord> records, ReadCsv(metadata, scan));
   const std::string where = Relative(metadata, root);
   if (records.empty()) return absl::InvalidArgumentError(absl::StrCat(where, " is empty"));
@@ -476,7 +482,7 @@ absl::Status ScanMetadata(
       scan->Skip(row.where, "needs a file_name and a label");
       continue;
     }
-    absl::StatusOr<fs::path> file = RowFile(metadata.parent_path(), rel);
+    absl::StatusOr<fs::path> file = RowFile(metadata.parent_path(), rel, allowed);
     const std::string display =
         file.ok() ? Relative(*file, root) : Relative(metadata.parent_path() / rel, root);
     if (!file.ok()) {
@@ -515,7 +521,7 @@ void SkipUnlisted(const fs::path& dir, const fs::path& root, const std::set<fs::
   }
 }
 
-absl::Status ScanAudioFolder(const fs::path& root, CorpusScan* scan) {
+absl::Status ScanAudioFolder(const fs::path& root, const PathFilter& allowed, CorpusScan* scan) {
   const SplitFolders splits = FindSplitFolders(root);
   scan->has_split_column = !splits.folders.empty();
   std::set<std::string> labels;
@@ -535,7 +541,7 @@ absl::Status ScanAudioFolder(const fs::path& root, CorpusScan* scan) {
       if (!split) return absl::FailedPreconditionError(kTestLeftOut);
       return *split;
     };
-    RETURN_IF_ERROR(ScanMetadata(root / kMetadataName, root, split_of, &labels, &listed, scan));
+    RETURN_IF_ERROR(ScanMetadata(root / kMetadataName, root, split_of, allowed, &labels, &listed, scan));
     SkipUnlisted(root, root, listed, scan);
   } else if (splits.folders.empty()) {
     if (ListSubdirs(root).empty()) {
@@ -553,7 +559,8 @@ absl::Status ScanAudioFolder(const fs::path& root, CorpusScan* scan) {
       RETURN_IF_ERROR(RefuseJsonlMetadata(dir, root));
       if (fs::is_regular_file(dir / kMetadataName)) {
         auto split_of = [&](const fs::path&) -> absl::StatusOr<std::string> { return *split; };
-        RETURN_IF_ERROR(ScanMetadata(dir / kMetadataName, root, split_of, &labels, &listed, scan));
+        RETURN_IF_ERROR(
+            ScanMetadata(dir / kMetadataName, root, split_of, allowed, &labels, &listed, scan));
         SkipUnlisted(dir, root, listed, scan);
       } else {
         ScanLabelFolders(dir, root, *split, &labels, scan);
@@ -620,7 +627,7 @@ absl::StatusOr<DatasetLayout> DetectLayout(const std::string& path_name) {
       "folders"));
 }
 
-absl::StatusOr<CorpusScan> ScanLayout(const DatasetSpec& spec) {
+absl::StatusOr<CorpusScan> ScanLayout(const DatasetSpec& spec, const PathFilter& allowed) {
   const fs::path root(spec.path());
   CorpusScan scan;
   scan.layout = spec.layout();
@@ -639,10 +646,11 @@ absl::StatusOr<CorpusScan> ScanLayout(const DatasetSpec& spec) {
       break;
     case ftune::v1::DATASET_LAYOUT_MANIFEST:
       RETURN_IF_ERROR(ScanManifest(fs::is_directory(root) ? root / kManifestName : root,
-                                   spec.split() == ftune::v1::SPLIT_STRATEGY_MANIFEST, &scan));
+                                   spec.split() == ftune::v1::SPLIT_STRATEGY_MANIFEST, allowed,
+                                   &scan));
       break;
     case ftune::v1::DATASET_LAYOUT_AUDIOFOLDER:
-      RETURN_IF_ERROR(ScanAudioFolder(root, &scan));
+      RETURN_IF_ERROR(ScanAudioFolder(root, allowed, &scan));
       break;
     default:
       if (const NamingConvention* convention = ConventionFor(scan.layout)) {

@@ -3,6 +3,7 @@
 // decoding, no splitting, no libtorch.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -43,7 +44,15 @@ absl::StatusOr<ftune::v1::DatasetLayout> DetectLayout(const std::string& path);
 // Detects spec.layout() when it is AUTO, then lists the corpus's candidates. Fails only when
 // the corpus cannot be read at all (no such layout there, unreadable manifest); bad files are
 // skipped with their reasons.
-absl::StatusOr<CorpusScan> ScanLayout(const ftune::v1::DatasetSpec& spec);
+// `allowed` (when set) is asked about each file a manifest row names, resolved, before anything
+// else: a refused row is skipped as "outside the allowed roots" and is never looked at, so the
+// reason tells nothing of what lies outside.
+using PathFilter = std::function<bool(const std::string& path)>;
+absl::StatusOr<CorpusScan> ScanLayout(const ftune::v1::DatasetSpec& spec,
+                                      const PathFilter& allowed = {});
+
+// The skip reason of a file outside the worker's allowed roots.
+inline constexpr char kOutsideRoots[] = "outside the allowed roots";
 
 // Lower-case layout names as typed and shown: ravdess, folders, manifest, audiofolder, crema-d,
 // tess, savee, emodb ("auto" for AUTO).

@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "common/job_spec.h"
 #include "common/status_macros.h"
+#include "worker/model/generator.h"
 #include "worker/model/safetensors.h"
 
 namespace ftune::model {
@@ -195,7 +196,7 @@ absl::StatusOr<LoadedModel> LoadModel(const std::string& preset_or_dir,
       ASSIGN_OR_RETURN(result.config, PresetConfig(preset_or_dir));
       result.config.id2label = labels;
       RETURN_IF_ERROR(result.config.Validate());
-      torch::manual_seed(seed);
+      GeneratorScope fresh_weights(MakeCpuGenerator(seed));
       result.model = HubertForSequenceClassification(result.config);
       result.model->eval();
       result.preprocessor = DefaultPreprocessorFor(result.config);
@@ -279,7 +280,7 @@ absl::StatusOr<LoadedModel> LoadModel(const std::string& preset_or_dir,
       }
     }
 
-    torch::manual_seed(seed);
+    GeneratorScope fresh_weights(MakeCpuGenerator(seed));
     result.model = HubertForSequenceClassification(result.config);
     std::vector<std::string> fresh_ok = {"hubert.masked_spec_embed"};
     if (fresh_head) fresh_ok.insert(fresh_ok.end(), kHeadKeys.begin(), kHeadKeys.end());

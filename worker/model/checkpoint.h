@@ -27,7 +27,8 @@ struct LoadedModel {
 // Preset name (tiny | hubert-base | hubert-large) or HF folder (model.safetensors or
 // pytorch_model.bin). `labels` non-empty sets the label set (a differing head is
 // re-initialised, reported in notes); empty keeps the folder's id2label (a preset with empty
-// labels is an error). `seed` seeds every fresh weight. The model is on CPU in eval mode.
+// labels is an error). `seed` seeds every fresh weight (a generator of its own: torch's
+// global one is untouched). The model is on CPU in eval mode.
 absl::StatusOr<LoadedModel> LoadModel(const std::string& preset_or_dir,
                                       const std::vector<std::string>& labels, uint64_t seed);
 

@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "common/cpu_dispatch.h"
+#include "worker/model/generator.h"
 
 namespace ftune::model {
 namespace {
@@ -61,7 +62,7 @@ Bits BitsOf(T value) {
 }
 
 uint64_t NextSeed() {
-  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  at::Generator gen = CurrentGenerator();
   std::lock_guard<std::mutex> lock(gen.mutex());
   return at::check_generator<at::CPUGeneratorImpl>(gen)->random64();
 }

@@ -3,9 +3,9 @@
 // On CPU, libtorch 1.13 (without MKL) draws dropout masks with `bernoulli_`, one serial
 // Mersenne-Twister draw per element: about an eighth of a hubert-base training step. Here the
 // keep/drop decision for element i is a counter-based hash of (seed, i), computed in parallel;
-// the seed is one draw from the default CPU generator, so masks still follow
-// `torch::manual_seed` and the generator state saved in checkpoints. Other devices use
-// `torch::dropout` (fused kernels there).
+// the seed is one draw from the thread's model generator (generator.h; torch's default CPU
+// generator unless a job set its own), so masks follow its seed and the generator state saved
+// in checkpoints. Other devices use `torch::dropout` (fused kernels there).
 #pragma once
 
 #include <cstdint>

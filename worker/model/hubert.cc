@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "worker/model/dropout.h"
+#include "worker/model/generator.h"
 
 namespace ftune::model {
 namespace {
@@ -242,7 +243,10 @@ torch::Tensor HubertEncoderImpl::forward(const torch::Tensor& hidden, const torc
   for (auto& layer : layers) {
     if (hidden_states) hidden_states->push_back(h);
     // LayerDrop (training only): skip the whole layer with probability layerdrop.
-    if (is_training() && layerdrop > 0 && torch::rand({}).item<double>() < layerdrop) continue;
+    if (is_training() && layerdrop > 0 &&
+        torch::rand({}, CurrentGenerator()).item<double>() < layerdrop) {
+      continue;
+    }
     h = layer->forward(h, bias);
   }
   if (stable) h = Norm(layer_norm, h);
@@ -254,7 +258,8 @@ HubertModelImpl::HubertModelImpl(const HubertConfig& c) {
   feature_extractor = register_module("feature_extractor", HubertFeatureEncoder(c));
   feature_projection = register_module("feature_projection", HubertFeatureProjection(c));
   if (c.has_masked_spec_embed()) {
-    masked_spec_embed = register_parameter("masked_spec_embed", torch::rand({c.hidden_size}));
+    masked_spec_embed =
+        register_parameter("masked_spec_embed", torch::rand({c.hidden_size}, CurrentGenerator()));
   }
   encoder = register_module("encoder", HubertEncoder(c));
 }
@@ -320,7 +325,8 @@ torch::Tensor HubertForSequenceClassificationImpl::ComputeMask(int64_t batch, in
   torch::Tensor mask = torch::zeros({batch, length}, torch::kBool);
   if (mask_length > length) return mask;
   // One random epsilon per batch so the expected span count is prob * length / mask_length.
-  const double epsilon = torch::rand({}).item<double>();
+  at::Generator gen = CurrentGenerator();
+  const double epsilon = torch::rand({}, gen).item<double>();
   auto lengths = valid_lengths.defined() ? valid_lengths.to(torch::kCPU) : torch::Tensor();
   for (int64_t b = 0; b < batch; ++b) {
     const int64_t input_length = lengths.defined() ? std::min<int64_t>(lengths[b].item<int64_t>(), length) : length;
@@ -330,7 +336,7 @@ torch::Tensor HubertForSequenceClassificationImpl::ComputeMask(int64_t batch, in
     const int64_t starts_available = input_length - (mask_length - 1);
     if (starts_available < spans) spans = std::max<int64_t>(starts_available, 0);
     if (spans == 0) continue;
-    torch::Tensor starts = torch::randperm(starts_available, torch::kLong).slice(0, 0, spans);
+    torch::Tensor starts = torch::randperm(starts_available, gen, torch::kLong).slice(0, 0, spans);
     auto row = mask[b];
     for (int64_t i = 0; i < spans; ++i) {
       const int64_t s = starts[i].item<int64_t>();
@@ -430,9 +436,10 @@ void HubertForSequenceClassificationImpl::freeze_backbone() { Freeze(*hubert); }
 
 void HubertForSequenceClassificationImpl::init_weights(bool head_only) {
   torch::NoGradGuard no_grad;
+  at::Generator gen = CurrentGenerator();
   const double std = config_.initializer_range;
   auto init_linear = [&](torch::nn::Linear& l) {
-    l->weight.normal_(0, std);
+    l->weight.normal_(0, std, gen);
     if (l->bias.defined()) l->bias.zero_();
   };
   init_linear(projector);
@@ -442,11 +449,13 @@ void HubertForSequenceClassificationImpl::init_weights(bool head_only) {
 
   for (auto& layer : hubert->feature_extractor->layers) {
     auto& conv = layer->conv;
-    torch::nn::init::kaiming_normal_(conv->weight);
+    // Kaiming normal (fan in, ReLU gain), as torch::nn::init::kaiming_normal_ draws it, from
+    // the model's generator.
+    const double fan_in = conv->weight.size(1) * conv->weight.size(2);
+    conv->weight.normal_(0, std::sqrt(2.0 / fan_in), gen);
     if (conv->options.bias()) {
-      const double fan_in = conv->weight.size(1) * conv->weight.size(2);
       const double bound = std::sqrt(1.0 / fan_in);
-      conv->bias.uniform_(-bound, bound);
+      conv->bias.uniform_(-bound, bound, gen);
     }
     if (layer->layer_norm) {
       layer->layer_norm->weight.fill_(1);
@@ -463,12 +472,12 @@ void HubertForSequenceClassificationImpl::init_weights(bool head_only) {
     fp->layer_norm->bias.zero_();
   }
   init_linear(fp->projection);
-  if (hubert->masked_spec_embed.defined()) hubert->masked_spec_embed.uniform_();
+  if (hubert->masked_spec_embed.defined()) hubert->masked_spec_embed.uniform_(0, 1, gen);
 
   // wav2vec2's positional conv init: N(0, 2 / sqrt(kernel * channels)), g = ||v||.
   auto& pos = hubert->encoder->pos_conv_embed->conv;
   const double fan = pos->weight_v.size(2) * pos->weight_v.size(0);
-  pos->weight_v.normal_(0, 2 * std::sqrt(1.0 / fan));
+  pos->weight_v.normal_(0, 2 * std::sqrt(1.0 / fan), gen);
   pos->weight_g.copy_(torch::norm_except_dim(pos->weight_v, 2, 2));
   pos->bias.zero_();
 

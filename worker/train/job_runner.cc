@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "common/job_spec.h"
+#include "common/path_roots.h"
 #include "common/status_macros.h"
 #include "google/protobuf/util/json_util.h"
 #include "spdlog/spdlog.h"
@@ -24,13 +25,15 @@
 namespace ftune::train {
 namespace {
 
-// Problems that the same inputs would hit again are final; anything else may pass on
-// another attempt (disk full, out of memory, a flaky mount).
-bool WouldRepeat(const absl::Status& status) {
+// Only what the machine, not the job, can cause may pass on another attempt: out of memory, a
+// full disk, I/O errors, a timeout. Everything else (a bad spec, dataset or checkpoint, a
+// clip or tensor the model cannot take, corrupt data) the same inputs would hit again.
+bool MayPassNextTime(const absl::Status& status) {
   switch (status.code()) {
-    case absl::StatusCode::kInvalidArgument:
-    case absl::StatusCode::kNotFound:
-    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kAborted:
       return true;
     default:
       return false;
@@ -39,8 +42,8 @@ bool WouldRepeat(const absl::Status& status) {
 
 JobRunResult FromError(const absl::Status& status) {
   JobRunResult result;
-  result.outcome = WouldRepeat(status) ? ftune::v1::JOB_OUTCOME_FAILED
-                                       : ftune::v1::JOB_OUTCOME_REQUEUE;
+  result.outcome = MayPassNextTime(status) ? ftune::v1::JOB_OUTCOME_RETRY
+                                           : ftune::v1::JOB_OUTCOME_FAILED;
   result.error = status.ToString();
   return result;
 }
@@ -79,6 +82,24 @@ std::string HyperparametersMarkdown(const ftune::v1::JobSpec& spec) {
   return "    " + absl::StrReplaceAll(json, {{"\n", "\n    "}});
 }
 
+// Links inside `dir` (the model folder, the output folder) that lead out of the roots: what
+// the job would read or write through them lies elsewhere. PermissionDenied naming the link.
+absl::Status CheckLinksStayInRoots(const PathRoots& roots, const std::string& what,
+                                   const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  if (roots.empty() || !fs::is_directory(dir, error)) return absl::OkStatus();
+  for (fs::recursive_directory_iterator it(dir, error), end; !error && it != end;
+       it.increment(error)) {
+    if (it->is_symlink(error) && !roots.Allows(it->path().string())) {
+      return absl::PermissionDeniedError(
+          absl::StrCat(what, " holds ", fs::relative(it->path(), dir, error).string(),
+                       ", a link ", data::kOutsideRoots));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // The newest complete checkpoint of `output_dir` (the one the trainer resumes from).
 std::optional<std::pair<int64_t, std::string>> ResumePoint(const std::string& output_dir) {
   auto all = CheckpointManager::ListComplete(output_dir);
@@ -92,9 +113,16 @@ class FineTuneRunner : public JobRunner {
 
   JobRunResult Run(const ftune::v1::Job& job, const std::string& device, EventSink* sink,
                    CancelToken* cancel) override {
-    auto result = RunOrError(job, device, sink, cancel);
-    if (!result.ok()) return FromError(result.status());
-    return *std::move(result);
+    auto run = RunOrError(job, device, sink, cancel);
+    JobRunResult result = run.ok() ? *std::move(run) : FromError(run.status());
+    const bool ended = result.outcome != ftune::v1::JOB_OUTCOME_REQUEUE &&
+                       result.outcome != ftune::v1::JOB_OUTCOME_RETRY;
+    if (ended && !options_.audio_cache_dir.empty()) {
+      // Decoded audio on disk only speeds up a later attempt of the same job.
+      std::error_code ignored;
+      std::filesystem::remove_all(AudioCacheDir(job), ignored);
+    }
+    return result;
   }
 
  private:
@@ -107,6 +135,13 @@ class FineTuneRunner : public JobRunner {
     if (!device.empty()) config->device = device;
     if (config->threads == 0) config->threads = options_.default_threads;
     config->loader_threads = options_.loader_threads;
+    {
+      ASSIGN_OR_RETURN(const PathRoots roots, PathRoots::Create(options_.allowed_roots));
+      if (!IsPreset(spec.model())) {
+        RETURN_IF_ERROR(CheckLinksStayInRoots(roots, "the model folder", spec.model()));
+      }
+      RETURN_IF_ERROR(CheckLinksStayInRoots(roots, "output_dir", spec.output_dir()));
+    }
 
     // Hugging Face's output files, made from the events that pass through.
     const bool random_init = IsPreset(spec.model());
@@ -125,9 +160,14 @@ class FineTuneRunner : public JobRunner {
       }
     }
 
-    data::AudioCache audio;
-    absl::StatusOr<data::Dataset> dataset = data::LoadDataset(
-        data::DatasetRequestFor(spec, config->seed), &audio, config->loader_threads);
+    data::AudioCacheOptions cache_options;
+    cache_options.max_memory_bytes = static_cast<size_t>(options_.audio_cache_bytes);
+    if (!options_.audio_cache_dir.empty()) cache_options.disk_dir = AudioCacheDir(job);
+    data::AudioCache audio(cache_options);
+    data::DatasetRequest request = data::DatasetRequestFor(spec, config->seed);
+    request.allowed_roots = options_.allowed_roots;
+    absl::StatusOr<data::Dataset> dataset =
+        data::LoadDataset(request, &audio, config->loader_threads);
     if (!dataset.ok()) return dataset.status();
     {
       ftune::v1::JobEvent event;
@@ -142,6 +182,9 @@ class FineTuneRunner : public JobRunner {
 
     TrainerOptions options;
     options.random_init = random_init;
+    options.job_id = job.id();
+    options.attempt = job.attempt();
+    options.feature_cache_bytes = options_.feature_cache_bytes;
     if (options.random_init) {
       hf.set_started_from(absl::StrCat("the ", spec.model(), " preset (random initialisation)"));
     } else {
@@ -159,6 +202,7 @@ class FineTuneRunner : public JobRunner {
       tb.run_dir = TensorBoardRunDir(spec.output_dir(), spec.name());
       if (resume) tb.resume_step = resume->first;
       tb.hyperparameters_markdown = HyperparametersMarkdown(spec);
+      tb.may_write = [cancel] { return cancel->MayWrite().ok(); };
       absl::StatusOr<std::unique_ptr<TensorBoardSink>> created = TensorBoardSink::Create(tb, &hf);
       if (created.ok()) {
         tensorboard = *std::move(created);
@@ -201,6 +245,11 @@ class FineTuneRunner : public JobRunner {
     result.best_metric_name = trained->best_metric_name;
     result.best_metric = trained->best_metric;
     return result;
+  }
+
+  // One folder per job, removed when the job ends.
+  std::string AudioCacheDir(const ftune::v1::Job& job) const {
+    return (std::filesystem::path(options_.audio_cache_dir) / job.id()).string();
   }
 
   static JobRunResult Stopped(StopReason reason) {

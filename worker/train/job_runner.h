@@ -2,6 +2,7 @@
 // `ftworker train`) and the ML stack. Knows nothing of RPC.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,8 +15,9 @@
 namespace ftune::train {
 
 struct JobRunResult {
-  // SUCCEEDED, FAILED (final: bad dataset/checkpoint/spec), CANCELLED (token kCancel), or
-  // REQUEUE (handed back on kHandBack, or a transient error worth another attempt).
+  // SUCCEEDED, FAILED (final: an error the same inputs would hit again), CANCELLED (token
+  // kCancel), REQUEUE (handed back on kHandBack or kLeaseLost) or RETRY (a transient error
+  // worth another attempt, counted against max_restarts).
   ftune::v1::JobOutcome outcome = ftune::v1::JOB_OUTCOME_UNSPECIFIED;
   std::string error;
   std::string best_checkpoint;
@@ -38,6 +40,16 @@ struct RunnerOptions {
   int default_threads = 0;
   // Data loader threads; 0 = automatic.
   int loader_threads = 0;
+  // Each job's decoded audio: at most this much in memory (least recently used clips are
+  // dropped and decoded again, or read back from disk_dir when set).
+  int64_t audio_cache_bytes = int64_t{2} << 30;
+  std::string audio_cache_dir;
+  // Each job's cached feature-encoder output (frozen encoders), in host memory.
+  int64_t feature_cache_bytes = int64_t{2} << 30;
+  // Folders every file a job reads or writes must resolve into (the worker's --allowed-root):
+  // dataset files and manifest rows, the model folder's files, the output folder's contents.
+  // Empty = anywhere.
+  std::vector<std::string> allowed_roots;
 };
 
 // The real runner: dataset scan, model load, the training loop, checkpoints.

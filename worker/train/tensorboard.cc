@@ -212,12 +212,16 @@ absl::StatusOr<std::unique_ptr<TensorBoardSink>> TensorBoardSink::Create(
         writer->Write(TextEvent("hyperparameters", options.hyperparameters_markdown, 0, Now())));
     RETURN_IF_ERROR(writer->Flush());
   }
-  return std::make_unique<TensorBoardSink>(std::move(writer), options.queue_capacity, next);
+  return std::make_unique<TensorBoardSink>(std::move(writer), options.queue_capacity, next,
+                                           options.may_write);
 }
 
 TensorBoardSink::TensorBoardSink(std::unique_ptr<EventWriter> writer, size_t queue_capacity,
-                                 EventSink* next)
-    : writer_(std::move(writer)), capacity_(std::max<size_t>(1, queue_capacity)), next_(next) {
+                                 EventSink* next, std::function<bool()> may_write)
+    : writer_(std::move(writer)),
+      capacity_(std::max<size_t>(1, queue_capacity)),
+      next_(next),
+      may_write_(std::move(may_write)) {
   thread_ = std::thread([this] { WriteLoop(); });
 }
 
@@ -273,7 +277,8 @@ void TensorBoardSink::WriteLoop() {
     const bool failed = !error_.ok();
     lock.unlock();
     absl::Status status;
-    if (!failed && !batch.empty()) {
+    if (!fenced_ && !batch.empty() && may_write_ && !may_write_()) fenced_ = true;
+    if (!failed && !fenced_ && !batch.empty()) {
       for (const Pending& pending : batch) {
         for (const tensorboard::Event& e : ScalarEvents(pending.event, pending.wall_time)) {
           if (status.ok()) status = writer_->Write(e);

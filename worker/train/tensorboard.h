@@ -16,6 +16,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -86,6 +87,9 @@ struct TensorBoardOptions {
   std::string hyperparameters_markdown;
   // Job events waiting for the writer; beyond it they are dropped, never waited for.
   size_t queue_capacity = 4096;
+  // Asked before each write (CancelToken::MayWrite().ok()): once it says no (the worker lost its
+  // lease), nothing more is written; the folder belongs to whoever holds the job now.
+  std::function<bool()> may_write;
 };
 
 // An EventSink decorator: every event goes on to `next` unchanged; training progress and
@@ -98,7 +102,8 @@ class TensorBoardSink : public EventSink {
   // Opens the event file (EventFileWriter::Open) and writes the hyperparameters.
   static absl::StatusOr<std::unique_ptr<TensorBoardSink>> Create(const TensorBoardOptions& options,
                                                                  EventSink* next);
-  TensorBoardSink(std::unique_ptr<EventWriter> writer, size_t queue_capacity, EventSink* next);
+  TensorBoardSink(std::unique_ptr<EventWriter> writer, size_t queue_capacity, EventSink* next,
+                  std::function<bool()> may_write = {});
   ~TensorBoardSink() override;
 
   void Emit(ftune::v1::JobEvent event) override;
@@ -124,6 +129,8 @@ class TensorBoardSink : public EventSink {
   std::unique_ptr<EventWriter> writer_;
   const size_t capacity_;
   EventSink* next_;
+  const std::function<bool()> may_write_;
+  bool fenced_ = false;  // may_write_ said no: written nothing since (writer thread only)
 
   mutable std::mutex mu_;
   std::condition_variable wake_;

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <new>
 #include <optional>
 #include <set>
 #include <thread>
@@ -20,8 +21,10 @@
 #include "torch/torch.h"
 #include "worker/data/batch_loader.h"
 #include "worker/model/device.h"
+#include "worker/model/generator.h"
 #include "worker/model/safetensors.h"
 #include "worker/train/checkpoint_manager.h"
+#include "worker/train/feature_cache.h"
 #include "worker/train/loss_scaler.h"
 #include "worker/train/optimizer.h"
 #include "worker/train/lr_schedule.h"
@@ -33,7 +36,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-using FeatureCache = std::unordered_map<int64_t, torch::Tensor>;
 
 constexpr int kStateFormat = 1;
 constexpr char kOptimizerFile[] = "optimizer.pt";
@@ -107,6 +109,8 @@ struct Trainer::State {
   CancelToken* cancel = nullptr;
 
   torch::Device device{torch::kCPU};
+  // The job's own: another job training on this worker at the same time draws from its own.
+  at::Generator generator;
   PrecisionChoice precision;
   bool cnn_frozen = false;
   bool cache_train_features = false;
@@ -116,7 +120,7 @@ struct Trainer::State {
   std::optional<LrSchedule> schedule;
   DynamicLossScaler scaler{LossScalerOptions{.enabled = false}};
   std::unique_ptr<CheckpointManager> checkpoints;
-  FeatureCache train_features, eval_features;
+  FeatureCache train_features{0}, eval_features{0};
 
   int64_t batches_per_epoch = 0;
   int64_t steps_per_epoch = 0;
@@ -172,18 +176,34 @@ struct Trainer::State {
       torch::NoGradGuard no_grad;
       for (size_t i = 0; i < batch.clip_indices.size(); ++i) {
         const int64_t clip = batch.clip_indices[i];
-        auto it = features->find(clip);
-        if (it == features->end()) {
+        std::optional<torch::Tensor> f = features->Get(clip, device);
+        if (!f) {
           const int64_t n = batch.lengths[i].item<int64_t>();
-          torch::Tensor f =
-              model()->extract_features(audio[i].slice(0, 0, n).unsqueeze(0)).squeeze(0);
-          it = features->emplace(clip, f).first;
+          f = model()->extract_features(audio[i].slice(0, 0, n).unsqueeze(0)).squeeze(0);
+          features->Put(clip, *f);
         }
-        per_clip.push_back(it->second);
+        per_clip.push_back(*std::move(f));
       }
     }
     torch::Tensor padded = torch::nn::utils::rnn::pad_sequence(per_clip, /*batch_first=*/true);
     return model()->forward_features(padded, lengths);
+  }
+
+  // A libtorch error on a batch, naming its clips. Running out of memory may pass on another
+  // worker or attempt; anything else (a shape, a value) the same clips would hit again.
+  static absl::Status ClipError(const char* doing, const data::Batch& batch,
+                                const std::vector<data::Clip>& clips, const c10::Error& e) {
+    std::string names;
+    for (int64_t i : batch.clip_indices) {
+      if (i < 0 || i >= static_cast<int64_t>(clips.size())) continue;
+      absl::StrAppend(&names, names.empty() ? "" : ", ", clips[i].path);
+    }
+    const std::string message =
+        absl::StrCat(doing, " on ", names, ": ", e.what_without_backtrace());
+    if (dynamic_cast<const c10::OutOfMemoryError*>(&e) != nullptr) {
+      return absl::ResourceExhaustedError(message);
+    }
+    return absl::InvalidArgumentError(message);
   }
 
   // Forward and backward of one micro-batch whose loss counts `weight` of its window.
@@ -221,14 +241,20 @@ struct Trainer::State {
   // gradient (also for an epoch's last, shorter window).
   absl::StatusOr<Trainer::StepStats> Step(
       int64_t micro_batches, int64_t window_samples,
-      const std::function<absl::StatusOr<data::Batch>()>& next, FeatureCache* features) {
+      const std::function<absl::StatusOr<data::Batch>()>& next, FeatureCache* features,
+      const std::vector<data::Clip>* clips) {
     ClearGradients();
     Trainer::StepStats stats;
     for (int64_t i = 0; i < micro_batches; ++i) {
       ASSIGN_OR_RETURN(data::Batch batch, next());
       const int64_t n = batch.labels.size(0);
       const double weight = static_cast<double>(n) / static_cast<double>(window_samples);
-      stats.loss += ForwardBackward(batch, weight, features) * weight;
+      try {
+        stats.loss += ForwardBackward(batch, weight, features) * weight;
+      } catch (const c10::Error& e) {
+        if (clips == nullptr) throw;
+        return ClipError("training", batch, *clips, e);
+      }
       samples_since_log += n;
     }
     const StepResult result = OptimizerStep();
@@ -271,6 +297,7 @@ struct Trainer::State {
   struct EvalOutcome {
     bool is_best = false;
     bool stop_early = false;
+    bool interrupted = false;  // a stop was requested mid-evaluation: no result
   };
 
   absl::StatusOr<EvalOutcome> Evaluate(int epoch_1based) {
@@ -290,10 +317,18 @@ struct Trainer::State {
     {
       torch::NoGradGuard no_grad;
       while (true) {
+        if (cancel->stop_requested()) {
+          model()->train();
+          return EvalOutcome{.interrupted = true};
+        }
         ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader.Next());
         if (!batch) break;
-        torch::Tensor logits =
-            Logits(*batch, cache_eval_features ? &eval_features : nullptr).to(torch::kFloat);
+        torch::Tensor logits;
+        try {
+          logits = Logits(*batch, cache_eval_features ? &eval_features : nullptr).to(torch::kFloat);
+        } catch (const c10::Error& e) {
+          return ClipError("evaluating", *batch, dataset.eval, e);
+        }
         torch::Tensor labels = batch->labels.to(device);
         loss_sum += torch::nn::functional::cross_entropy(
                         logits, labels,
@@ -347,11 +382,12 @@ struct Trainer::State {
     return outcome;
   }
 
-  // Generators a checkpoint carries: the CPU one (shuffling, cropping, CPU dropout masks)
-  // and, when training on a GPU, that device's (its dropout), each in its own file.
+  // Generators a checkpoint carries: the job's own CPU one (CPU dropout and SpecAugment masks,
+  // LayerDrop) and, when training on a GPU, that device's (its dropout), each in its own
+  // file. Shuffling and cropping derive from the seed and the position alone.
   std::vector<std::pair<std::string, at::Generator>> CheckpointedGenerators() const {
     std::vector<std::pair<std::string, at::Generator>> generators;
-    generators.emplace_back(kRngFile, at::detail::getDefaultCPUGenerator());
+    generators.emplace_back(kRngFile, generator);
     if (device.is_cuda()) {
       generators.emplace_back(kCudaRngFile, at::globalContext().defaultGenerator(device));
     }
@@ -412,8 +448,13 @@ struct Trainer::State {
     RETURN_IF_ERROR(model::SaveModelFolder(model(), loaded.preprocessor, dir));
     const fs::path state_dir = fs::path(dir) / kTrainingStateDir;
     std::error_code ec;
-    fs::create_directories(state_dir, ec);
-    if (ec) return absl::InternalError(absl::StrCat("cannot create ", state_dir.string()));
+    // Not create_directories: if another attempt cleared this scratch folder meanwhile, the
+    // write fails instead of recreating it.
+    fs::create_directory(state_dir, ec);
+    if (ec) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot create ", state_dir.string(), ": ", ec.message()));
+    }
     torch::save(*optimizer, (state_dir / kOptimizerFile).string());
     for (auto& [file, generator] : CheckpointedGenerators()) {
       torch::Tensor rng;
@@ -557,8 +598,8 @@ struct Trainer::State {
         ++batch_in_epoch;
         return *std::move(batch);
       };
-      ASSIGN_OR_RETURN(Trainer::StepStats stats,
-                       Step(window_end - batch_in_epoch, window_samples, next, features));
+      ASSIGN_OR_RETURN(Trainer::StepStats stats, Step(window_end - batch_in_epoch, window_samples,
+                                                      next, features, &dataset.train));
       loss_since_log += stats.loss;
       ++steps_since_log;
       const bool epoch_done = batch_in_epoch == nb;
@@ -568,44 +609,59 @@ struct Trainer::State {
         batch_in_epoch = 0;
       }
       if (step % config.log_every_steps == 0 || step == total_steps) EmitProgress(epoch_1based);
-
-      EvalOutcome eval;
-      bool evaluated = false;
-      if ((config.eval_every_steps > 0 && step % config.eval_every_steps == 0) ||
-          (config.eval_every_steps == 0 && epoch_done)) {
-        ASSIGN_OR_RETURN(eval, Evaluate(epoch_1based));
-        evaluated = true;
-      }
-      const bool scheduled_save =
-          (config.checkpoint_every_steps > 0 && step % config.checkpoint_every_steps == 0) ||
-          (config.checkpoint_every_steps == 0 && epoch_done);
-      if (scheduled_save || (evaluated && eval.is_best)) {
-        RETURN_IF_ERROR(SaveCheckpoint(evaluated && eval.is_best));
-      }
-      if (evaluated && eval.stop_early) {
-        RETURN_IF_ERROR(SaveCheckpoint(false));
-        Log(ftune::v1::LOG_LEVEL_INFO,
-            absl::StrCat("early stopping: ", evals_without_improvement,
-                         " evaluations without improvement of ",
-                         BestMetricName(config.metric_for_best)));
-        return TrainEnd::kEarlyStopped;
-      }
-      switch (cancel->reason()) {
-        case StopReason::kNone:
-          break;
-        case StopReason::kLeaseLost:
-          // Another worker may own the job now: write nothing.
-          return TrainEnd::kLeaseLost;
-        case StopReason::kCancel:
-          RETURN_IF_ERROR(SaveCheckpoint(false));
-          return TrainEnd::kCancelled;
-        case StopReason::kHandBack:
-          RETURN_IF_ERROR(SaveCheckpoint(false));
-          return TrainEnd::kHandedBack;
-      }
+      ASSIGN_OR_RETURN(std::optional<TrainEnd> stop, Fenced(AfterStep(epoch_done, epoch_1based)));
+      if (stop) return stop;
       if (epoch_done) break;
     }
     return std::optional<TrainEnd>();
+  }
+
+  // Evaluation, checkpoints and stop requests after an optimizer step; why training must stop,
+  // if it must.
+  absl::StatusOr<std::optional<TrainEnd>> AfterStep(bool epoch_done, int epoch_1based) {
+    // Another worker may own the job now: evaluate nothing, write nothing.
+    if (cancel->reason() == StopReason::kLeaseLost) return TrainEnd::kLeaseLost;
+    EvalOutcome eval;
+    bool evaluated = false;
+    if ((config.eval_every_steps > 0 && step % config.eval_every_steps == 0) ||
+        (config.eval_every_steps == 0 && epoch_done)) {
+      ASSIGN_OR_RETURN(eval, Evaluate(epoch_1based));
+      evaluated = !eval.interrupted;
+    }
+    const bool scheduled_save =
+        (config.checkpoint_every_steps > 0 && step % config.checkpoint_every_steps == 0) ||
+        (config.checkpoint_every_steps == 0 && epoch_done);
+    if (scheduled_save || (evaluated && eval.is_best)) {
+      RETURN_IF_ERROR(SaveCheckpoint(evaluated && eval.is_best));
+    }
+    if (evaluated && eval.stop_early) {
+      RETURN_IF_ERROR(SaveCheckpoint(false));
+      Log(ftune::v1::LOG_LEVEL_INFO,
+          absl::StrCat("early stopping: ", evals_without_improvement,
+                       " evaluations without improvement of ",
+                       BestMetricName(config.metric_for_best)));
+      return TrainEnd::kEarlyStopped;
+    }
+    switch (cancel->reason()) {
+      case StopReason::kNone:
+        break;
+      case StopReason::kLeaseLost:
+        return TrainEnd::kLeaseLost;
+      case StopReason::kCancel:
+        RETURN_IF_ERROR(SaveCheckpoint(false));
+        return TrainEnd::kCancelled;
+      case StopReason::kHandBack:
+        RETURN_IF_ERROR(SaveCheckpoint(false));
+        return TrainEnd::kHandedBack;
+    }
+    return std::optional<TrainEnd>();
+  }
+
+  // A write refused because the lease is gone (CancelToken::MayWrite) ends the run as
+  // kLeaseLost instead of failing the job.
+  absl::StatusOr<std::optional<TrainEnd>> Fenced(absl::StatusOr<std::optional<TrainEnd>> result) {
+    if (!result.ok() && cancel->reason() == StopReason::kLeaseLost) return TrainEnd::kLeaseLost;
+    return result;
   }
 };
 
@@ -651,7 +707,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     at::set_num_threads(config.threads > 0
                             ? config.threads
                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-    torch::manual_seed(config.seed);
+    s->generator = model::MakeCpuGenerator(config.seed);
 
     for (const std::string& note : s->loaded.notes) s->Log(ftune::v1::LOG_LEVEL_INFO, note);
     s->Log(ftune::v1::LOG_LEVEL_INFO,
@@ -735,12 +791,25 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     s->cnn_frozen = cnn_frozen;
     s->cache_train_features = options.cache_features && cnn_frozen && config.max_seconds <= 0;
     s->cache_eval_features = options.cache_features && cnn_frozen;
+    // One budget for the job, shared in proportion to the clips each split holds.
+    const double train_share =
+        static_cast<double>(s->dataset.train.size()) /
+        static_cast<double>(std::max<size_t>(1, s->dataset.train.size() + s->dataset.eval.size()));
+    s->train_features = FeatureCache(
+        static_cast<int64_t>(static_cast<double>(options.feature_cache_bytes) * train_share));
+    s->eval_features = FeatureCache(options.feature_cache_bytes - s->train_features.max_bytes());
     s->Log(ftune::v1::LOG_LEVEL_INFO,
            absl::StrCat(trainable, " trainable parameters; feature encoder ",
                         cnn_frozen ? "frozen" : "trainable",
                         s->cache_train_features ? " (its output is computed once and reused)"
                                                 : ""));
-    ASSIGN_OR_RETURN(s->checkpoints, CheckpointManager::Create(config.output_dir, config.keep_last));
+    CheckpointManagerOptions checkpoint_options;
+    checkpoint_options.keep_last = config.keep_last;
+    checkpoint_options.job = options.job_id;
+    checkpoint_options.attempt = options.attempt;
+    checkpoint_options.may_write = [cancel] { return cancel->MayWrite(); };
+    ASSIGN_OR_RETURN(s->checkpoints,
+                     CheckpointManager::Create(config.output_dir, std::move(checkpoint_options)));
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("preparing training: ", e.what_without_backtrace()));
   }
@@ -749,6 +818,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
 
 absl::StatusOr<TrainResult> Trainer::Run() {
   State& s = *s_;
+  model::GeneratorScope generator(s.generator);
   TrainResult result;
   s.run_start = Clock::now();
   s.log_start = s.run_start;
@@ -772,11 +842,18 @@ absl::StatusOr<TrainResult> Trainer::Run() {
       }
     }
     if (end == TrainEnd::kCompleted && s.last_saved_step != s.step) {
-      RETURN_IF_ERROR(s.SaveCheckpoint(false));
+      if (absl::Status saved = s.SaveCheckpoint(false); !saved.ok()) {
+        if (s.cancel->reason() != StopReason::kLeaseLost) return saved;
+        end = TrainEnd::kLeaseLost;
+      }
     }
     result.end = end;
+  } catch (const c10::OutOfMemoryError& e) {
+    return absl::ResourceExhaustedError(absl::StrCat("training: ", e.what_without_backtrace()));
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("training: ", e.what_without_backtrace()));
+  } catch (const std::bad_alloc& e) {
+    return absl::ResourceExhaustedError(absl::StrCat("training: out of memory (", e.what(), ")"));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("training: ", e.what()));
   }
@@ -801,13 +878,15 @@ absl::StatusOr<Trainer::StepStats> Trainer::TrainStep(const std::vector<data::Ba
     return absl::FailedPreconditionError("feature reuse needs a frozen feature encoder");
   }
   FeatureCache* features = reuse_features ? &s.train_features : nullptr;
+  model::GeneratorScope generator(s.generator);
   try {
     int64_t samples = 0;
     for (const auto& b : batches) samples += b.labels.size(0);
     s.model()->train();
     size_t i = 0;
     return s.Step(static_cast<int64_t>(batches.size()), samples,
-                  [&]() -> absl::StatusOr<data::Batch> { return batches[i++]; }, features);
+                  [&]() -> absl::StatusOr<data::Batch> { return batches[i++]; }, features,
+                  /*clips=*/nullptr);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("training step: ", e.what_without_backtrace()));
   }

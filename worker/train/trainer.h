@@ -50,12 +50,18 @@ struct TrainerOptions {
   // Reuse a frozen feature encoder's output across epochs (exact when nothing random comes
   // before it, i.e. no random crop). Tests turn it off to compare.
   bool cache_features = true;
+  // Host memory for that reuse; past it the least recently used clips are computed again.
+  int64_t feature_cache_bytes = int64_t{2} << 30;
   // Resume from the newest complete checkpoint in output_dir when there is one.
   bool resume = true;
   // Writes more files into each checkpoint folder before it is renamed into place (Hugging
   // Face's trainer_state.json and the model card); `epoch` is the fractional position.
   std::function<absl::Status(const std::string& dir, int64_t step, double epoch)>
       write_checkpoint_extras;
+  // Whose scratch folders in output_dir these are (CheckpointManager): a later attempt of the
+  // same job clears what an interrupted one left, and nothing else.
+  std::string job_id = "local";
+  uint32_t attempt = 0;
 };
 
 class Trainer {
