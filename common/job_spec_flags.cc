@@ -21,7 +21,6 @@
 
 namespace ftune {
 
-namespace v1 = ::ftune::v1;
 using v1::JobSpec;
 
 namespace {
@@ -254,7 +253,13 @@ absl::StatusOr<JobSpec> ParseJobSpecYaml(const std::string& yaml) {
     return absl::InvalidArgumentError("a job spec is a mapping of field names to values");
   }
   ASSIGN_OR_RETURN(nlohmann::json json, YamlToJson(root, ""));
-  return ParseJobSpecJson(json.dump());
+  std::string text;
+  try {
+    text = json.dump();
+  } catch (const nlohmann::json::exception& e) {  // invalid UTF-8 (found by fuzzing)
+    return absl::InvalidArgumentError(absl::StrCat("not a valid job spec: ", e.what()));
+  }
+  return ParseJobSpecJson(text);
 }
 
 absl::StatusOr<JobSpec> ReadJobSpecFile(const std::string& path) {

@@ -3,6 +3,7 @@
 #include <sndfile.h>
 #include <soxr.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -70,7 +71,9 @@ absl::StatusOr<std::vector<float>> DecodeOpen(SNDFILE* file, const SF_INFO& sf_i
   }
   const int channels = sf_info.channels;
   std::vector<float> mono;
-  mono.reserve(sf_info.frames);
+  // The header's frame count is only a claim: reserve at most 64 MB up front and grow as the
+  // frames really arrive (a forged header asked for gigabytes; found by fuzzing).
+  mono.reserve(static_cast<size_t>(std::min<sf_count_t>(sf_info.frames, sf_count_t{1} << 24)));
   std::vector<float> chunk(kReadFrames * channels);
   while (true) {
     sf_count_t got = sf_readf_float(file, chunk.data(), kReadFrames);

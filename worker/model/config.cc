@@ -1,5 +1,7 @@
 #include "worker/model/config.h"
 
+#include <cmath>
+#include <limits>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -20,10 +22,11 @@ absl::Status FieldError(const std::string& field, const std::string& what) {
 absl::Status Read(const json& j, const std::string& key, int* out) {
   if (!j.contains(key) || j[key].is_null()) return absl::OkStatus();
   const json& v = j[key];
-  if (v.is_number_integer()) {
-    *out = v.get<int>();
-  } else if (v.is_number_float() && v.get<double>() == static_cast<int>(v.get<double>())) {
-    *out = static_cast<int>(v.get<double>());
+  // Range first: converting an out-of-range number to int is undefined (found by fuzzing).
+  const double d = v.is_number() ? v.get<double>() : std::nan("");
+  const bool whole = v.is_number_integer() || (v.is_number_float() && std::floor(d) == d);
+  if (whole && d >= std::numeric_limits<int>::min() && d <= std::numeric_limits<int>::max()) {
+    *out = static_cast<int>(d);
   } else {
     return FieldError(key, absl::StrCat("expected an integer, got ", v.dump()));
   }
