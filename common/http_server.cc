@@ -260,6 +260,10 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
     return absl::UnavailableError(absl::StrCat("cannot listen for HTTP on ", options.listen,
                                                " (address in use or not local?)"));
   }
+  // Debian's libcpp-httplib is built with a listen backlog of 5: dozens of clients connecting at
+  // once overflow it, and the kernel drops handshakes until some connections are reset before
+  // an answer. listen() again on the bound socket raises it (the kernel caps it at somaxconn).
+  if (server->listen_socket_ >= 0) ::listen(server->listen_socket_, SOMAXCONN);
   server->port_ = bound_port;
   server->address_ = absl::StrCat(host, ":", bound_port);
 
@@ -293,9 +297,10 @@ void HttpServer::Install() {
   server_->set_tcp_nodelay(true);
   // httplib's default sets SO_REUSEPORT, which lets a second server bind the same port and
   // silently share its connections; SO_REUSEADDR alone still allows a quick restart.
-  server_->set_socket_options([](socket_t sock) {
+  server_->set_socket_options([this](socket_t sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    listen_socket_ = sock;  // the last one tried is the one bound
   });
 
   auto plain = [this](const httplib::Request& req, httplib::Response& res) {

@@ -144,6 +144,7 @@ class HttpServer {
   const bool tls_;
   std::string address_;
   int port_ = 0;
+  int listen_socket_ = -1;  // set by httplib's socket-options hook before bind
   std::thread listener_;
 
   mutable std::mutex mu_;
