@@ -225,6 +225,24 @@ class DaemonEndToEndTest : public ::testing::Test {
             run};
   }
 
+  // Submits SubmitArgs(run, epochs) with `extra` flags and follows the job with `ftctl watch
+  // --json` in `watch`. The job's id; empty, with a test failure, when either step fails.
+  std::string SubmitAndWatch(const std::string& run, int epochs,
+                             const std::vector<std::string>& extra,
+                             std::unique_ptr<ChildProcess>* watch) {
+    std::vector<std::string> args = SubmitArgs(run, epochs);
+    args.insert(args.end(), extra.begin(), extra.end());
+    RunResult submitted = RunCtl(args);
+    EXPECT_EQ(submitted.exit_code, 0) << submitted.out;
+    if (submitted.exit_code != 0) return "";
+    const std::string id(absl::StripAsciiWhitespace(submitted.out));
+    auto started = ChildProcess::Start(Ctl({"watch", id, "--json"}));
+    EXPECT_TRUE(started.ok()) << started.status();
+    if (!started.ok()) return "";
+    *watch = std::make_unique<ChildProcess>(*std::move(started));
+    return id;
+  }
+
   v1::Job Get(const std::string& id) {
     RunResult got = RunCtl({"get", id, "--json"});
     EXPECT_EQ(got.exit_code, 0) << got.out;
@@ -310,14 +328,10 @@ TEST_F(DaemonEndToEndTest, SubmitRunsToSuccessAndTheReplayEqualsTheLiveStream) {
 TEST_F(DaemonEndToEndTest, SigtermHandsTheJobBackAndAnotherWorkerResumesIt) {
   auto first = StartWorker("worker-a");
   ASSERT_NE(first, nullptr);
-  std::vector<std::string> args = SubmitArgs("handback", 200);
-  args.insert(args.end(), {"--checkpoint-every-steps", "1", "--eval-every-steps", "1000"});
-  RunResult submitted = RunCtl(args);
-  ASSERT_EQ(submitted.exit_code, 0);
-  const std::string id(absl::StripAsciiWhitespace(submitted.out));
-
-  auto watch = ChildProcess::Start(Ctl({"watch", id, "--json"}));
-  ASSERT_TRUE(watch.ok()) << watch.status();
+  std::unique_ptr<ChildProcess> watch;
+  const std::string id = SubmitAndWatch(
+      "handback", 200, {"--checkpoint-every-steps", "1", "--eval-every-steps", "1000"}, &watch);
+  ASSERT_FALSE(id.empty());
   // Wait for the first attempt's second complete checkpoint.
   int64_t checkpoint_step = 0;
   while (checkpoint_step < 2) {
@@ -384,13 +398,10 @@ TEST_F(DaemonEndToEndTest, SigtermEndsAWorkerWithinItsDrainDeadlineWhenTheContro
   worker_flags_ = {"--drain-seconds", "3"};
   auto worker = StartWorker("worker-a");
   ASSERT_NE(worker, nullptr);
-  std::vector<std::string> args = SubmitArgs("hung", 500);
-  args.insert(args.end(), {"--eval-every-steps", "1000", "--checkpoint-every-steps", "1000"});
-  RunResult submitted = RunCtl(args);
-  ASSERT_EQ(submitted.exit_code, 0);
-  const std::string id(absl::StripAsciiWhitespace(submitted.out));
-  auto watch = ChildProcess::Start(Ctl({"watch", id, "--json"}));
-  ASSERT_TRUE(watch.ok()) << watch.status();
+  std::unique_ptr<ChildProcess> watch;
+  const std::string id = SubmitAndWatch(
+      "hung", 500, {"--eval-every-steps", "1000", "--checkpoint-every-steps", "1000"}, &watch);
+  ASSERT_FALSE(id.empty());
   int64_t seq = 0;
   ReadUntil(&*watch, &seq, [](const v1::JobEvent& e) { return e.has_train_progress(); });
 
@@ -439,15 +450,11 @@ TEST_F(DaemonEndToEndTest, CancelAQueuedJobAndUnknownJobs) {
 TEST_F(DaemonEndToEndTest, TheRunningJobCarriesOnAcrossAControllerKillAndRestart) {
   auto worker = StartWorker("worker-a");
   ASSERT_NE(worker, nullptr);
-  std::vector<std::string> args = SubmitArgs("restart", 500);
-  args.insert(args.end(), {"--eval-every-steps", "1000", "--checkpoint-every-steps", "5"});
-  RunResult submitted = RunCtl(args);
-  ASSERT_EQ(submitted.exit_code, 0);
-  const std::string id(absl::StripAsciiWhitespace(submitted.out));
-
   // One watcher follows the whole story, across the controller's restart.
-  auto watch = ChildProcess::Start(Ctl({"watch", id, "--json"}));
-  ASSERT_TRUE(watch.ok()) << watch.status();
+  std::unique_ptr<ChildProcess> watch;
+  const std::string id = SubmitAndWatch(
+      "restart", 500, {"--eval-every-steps", "1000", "--checkpoint-every-steps", "5"}, &watch);
+  ASSERT_FALSE(id.empty());
   int64_t seq = 0, step_before = 0;
   ReadUntil(&*watch, &seq, [&](const v1::JobEvent& e) {
     if (e.has_train_progress()) step_before = e.train_progress().step();
@@ -499,14 +506,10 @@ class ShortLeaseEndToEndTest : public DaemonEndToEndTest {
 TEST_F(ShortLeaseEndToEndTest, AKilledWorkersJobIsResumedByAnotherFromItsCheckpoint) {
   auto first = StartWorker("worker-a");
   ASSERT_NE(first, nullptr);
-  std::vector<std::string> args = SubmitArgs("killed", 500);
-  args.insert(args.end(), {"--eval-every-steps", "1000", "--checkpoint-every-steps", "2"});
-  RunResult submitted = RunCtl(args);
-  ASSERT_EQ(submitted.exit_code, 0);
-  const std::string id(absl::StripAsciiWhitespace(submitted.out));
-
-  auto watch = ChildProcess::Start(Ctl({"watch", id, "--json"}));
-  ASSERT_TRUE(watch.ok()) << watch.status();
+  std::unique_ptr<ChildProcess> watch;
+  const std::string id = SubmitAndWatch(
+      "killed", 500, {"--eval-every-steps", "1000", "--checkpoint-every-steps", "2"}, &watch);
+  ASSERT_FALSE(id.empty());
   int64_t seq = 0, checkpoint_step = 0;
   ReadUntil(&*watch, &seq, [&](const v1::JobEvent& e) {
     if (e.has_checkpoint_saved()) checkpoint_step = e.checkpoint_saved().step();
@@ -571,13 +574,10 @@ TEST_F(FencingEndToEndTest, AStoppedWorkerResumedPastItsLeaseWritesAndReportsNot
   auto first = StartWorker("worker-a");
   worker_flags_.clear();
   ASSERT_NE(first, nullptr);
-  std::vector<std::string> args = SubmitArgs("fenced", 500);
-  args.insert(args.end(), {"--eval-every-steps", "1000", "--checkpoint-every-steps", "2"});
-  RunResult submitted = RunCtl(args);
-  ASSERT_EQ(submitted.exit_code, 0);
-  const std::string id(absl::StripAsciiWhitespace(submitted.out));
-  auto watch = ChildProcess::Start(Ctl({"watch", id, "--json"}));
-  ASSERT_TRUE(watch.ok()) << watch.status();
+  std::unique_ptr<ChildProcess> watch;
+  const std::string id = SubmitAndWatch(
+      "fenced", 500, {"--eval-every-steps", "1000", "--checkpoint-every-steps", "2"}, &watch);
+  ASSERT_FALSE(id.empty());
   int64_t seq = 0, checkpoint_step = 0;
   ReadUntil(&*watch, &seq, [&](const v1::JobEvent& e) {
     if (e.has_checkpoint_saved()) checkpoint_step = e.checkpoint_saved().step();

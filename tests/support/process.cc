@@ -195,7 +195,9 @@ absl::Status ChildProcess::Stop(absl::Duration timeout) {
       std::getline(stat, line);
       // "pid (comm) S ...": the state follows the last ')'.
       const size_t paren = line.rfind(')');
-      if (paren == std::string::npos || paren + 2 >= line.size() || (line[paren + 2] != 'T' && line[paren + 2] != 't')) {
+      const char state =
+          paren == std::string::npos || paren + 2 >= line.size() ? '?' : line[paren + 2];
+      if (state != 'T' && state != 't') {
         all_stopped = false;
         break;
       }

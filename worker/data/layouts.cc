@@ -541,7 +541,8 @@ absl::Status ScanAudioFolder(const fs::path& root, const PathFilter& allowed, Co
       if (!split) return absl::FailedPreconditionError(kTestLeftOut);
       return *split;
     };
-    RETURN_IF_ERROR(ScanMetadata(root / kMetadataName, root, split_of, allowed, &labels, &listed, scan));
+    RETURN_IF_ERROR(
+        ScanMetadata(root / kMetadataName, root, split_of, allowed, &labels, &listed, scan));
     SkipUnlisted(root, root, listed, scan);
   } else if (splits.folders.empty()) {
     if (ListSubdirs(root).empty()) {
