@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""Runs `ftworker bench` (bf16 by default) and the eager-PyTorch peer on identical work and
-prints both figures and their ratio. A benchmark, not a test.
+"""Runs `ftworker bench` (bf16 by default) and the eager-PyTorch peers (bf16 autocast and fp32) on
+identical work and prints the figures and the ratios. A benchmark, not a test.
 
   bench/train/compare.py --ftworker build/bin/ftworker --model hubert-base --batch-size 4 \
       --seconds 3 --steps 5
@@ -39,21 +39,26 @@ def main():
     # Epochs 2+ of a job: the frozen feature encoder's output is reused.
     reused = run_json([a.ftworker, "bench", "--model", a.model, "--precision", a.precision,
                        "--reuse-features", "--json"] + common)
-    peer = run_json(["/usr/bin/python3", os.path.join(here, "peer_train.py"),
-                     "--model", a.model] + common)
+    # The peers a user would pick: eager fp32, and eager bf16 autocast (HF Trainer's bf16=True).
+    peers = {precision: run_json(["/usr/bin/python3", os.path.join(here, "peer_train.py"),
+                                  "--model", a.model, "--precision", precision] + common)
+             for precision in ("bf16", "fp32")}
     # Ratios from the median step: a shared host stalls now and then, and a mean over a few
     # steps takes whichever side was unlucky; both means are printed too.
     def per_sec(r):
         return a.batch_size * a.grad_accum * 1000.0 / r["step_ms_median"]
 
-    for name, r in ((f"ftworker bench ({a.precision})", ours), ("eager PyTorch fp32 peer", peer),
-                    ("ftworker, epochs 2+ (cached CNN)", reused)):
+    for name, r in ((f"ftworker bench ({a.precision})", ours),
+                    ("ftworker, epochs 2+ (cached CNN)", reused),
+                    ("eager PyTorch bf16 autocast peer", peers["bf16"]),
+                    ("eager PyTorch fp32 peer", peers["fp32"])):
         print(f"{name + ':':34} {per_sec(r):.2f} samples/s (median {r['step_ms_median']:.0f} ms/step, "
               f"mean {r['step_ms']:.0f}, {r['threads']} threads)")
-    print(f"ratio: {per_sec(ours) / per_sec(peer):.2f}x "
-          f"(epochs 2+: {per_sec(reused) / per_sec(peer):.2f}x); "
-          f"from means: {ours['samples_per_sec'] / peer['samples_per_sec']:.2f}x "
-          f"({reused['samples_per_sec'] / peer['samples_per_sec']:.2f}x)")
+    for precision, peer in peers.items():
+        print(f"ratio vs the {precision} peer: {per_sec(ours) / per_sec(peer):.2f}x "
+              f"(epochs 2+: {per_sec(reused) / per_sec(peer):.2f}x); "
+              f"from means: {ours['samples_per_sec'] / peer['samples_per_sec']:.2f}x "
+              f"({reused['samples_per_sec'] / peer['samples_per_sec']:.2f}x)")
     return 0
 
 

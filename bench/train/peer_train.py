@@ -1,15 +1,43 @@
 #!/usr/bin/python3
 """Eager-PyTorch peer of `ftworker bench`: torchaudio's HuBERT + a Hugging Face-style
-classification head (projector -> mean pool -> classifier) + AdamW, fp32, the feature encoder
-frozen, on identical work (same batch, clip length, accumulation, steps). Prints one JSON object
-with samples_per_sec."""
+classification head (projector -> mean pool -> classifier) + AdamW, the feature encoder frozen,
+on identical work (same batch, clip length, accumulation, steps), in fp32 or in bf16 autocast as
+Hugging Face Trainer's `bf16=True` runs it. Prints one JSON object with samples_per_sec."""
 import argparse
+import contextlib
 import json
 import statistics
 import time
 
 import torch
 import torchaudio
+
+
+def upcast_norms_under_autocast():
+    """torch 1.13's CPU autocast runs layer_norm and group_norm in bf16, which later versions
+    (and what a user of them gets) run in fp32: upcast their inputs, as those versions do."""
+    F = torch.nn.functional
+    if getattr(F, "_ftune_norms_upcast", False):
+        return
+    layer_norm, group_norm = F.layer_norm, F.group_norm
+
+    def f32(t):
+        return t.float() if t is not None and t.dtype == torch.bfloat16 else t
+
+    def upcast_layer_norm(x, shape, weight=None, bias=None, eps=1e-5):
+        if torch.is_autocast_cpu_enabled():
+            with torch.autocast("cpu", enabled=False):
+                return layer_norm(f32(x), shape, f32(weight), f32(bias), eps)
+        return layer_norm(x, shape, weight, bias, eps)
+
+    def upcast_group_norm(x, groups, weight=None, bias=None, eps=1e-5):
+        if torch.is_autocast_cpu_enabled():
+            with torch.autocast("cpu", enabled=False):
+                return group_norm(f32(x), groups, f32(weight), f32(bias), eps)
+        return group_norm(x, groups, weight, bias, eps)
+
+    F.layer_norm, F.group_norm = upcast_layer_norm, upcast_group_norm
+    F._ftune_norms_upcast = True
 
 
 class Classifier(torch.nn.Module):
@@ -34,7 +62,10 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--labels", type=int, default=8)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     a = p.parse_args()
+    if a.precision == "bf16" and torch.__version__ < "2":
+        upcast_norms_under_autocast()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -51,10 +82,17 @@ def main():
     batches = [(torch.randn(a.batch_size, samples), torch.randint(a.labels, (a.batch_size,)))
                for _ in range(a.grad_accum)]
 
+    def autocast():
+        if a.precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def step():
         opt.zero_grad()
         for audio, labels in batches:
-            loss = torch.nn.functional.cross_entropy(model(audio), labels) / a.grad_accum
+            with autocast():
+                logits = model(audio)
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels) / a.grad_accum
             loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -70,7 +108,7 @@ def main():
         step_seconds.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - start
     clips = a.steps * a.batch_size * a.grad_accum
-    print(json.dumps({"peer": "torchaudio eager fp32", "model": a.model,
+    print(json.dumps({"peer": f"torchaudio eager {a.precision}", "model": a.model,
                       "batch_size": a.batch_size, "seconds": a.seconds,
                       "grad_accum": a.grad_accum, "steps": a.steps,
                       "threads": torch.get_num_threads(),
