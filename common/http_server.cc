@@ -27,6 +27,10 @@ struct HttpServer::CompiledRoute {
 
 namespace {
 
+// How far past the limit a body is still read (and dropped) before the 413 goes out: a client
+// still sending when the server closes gets a reset, and often never reads the answer.
+constexpr int64_t kLingerBytes = 1 << 20;
+
 // A request carries a body only with Content-Length or chunked encoding (RFC 9112 6.3);
 // httplib would otherwise read until the client closes the connection.
 bool HasBody(const httplib::Request& raw) {
@@ -42,27 +46,31 @@ absl::Status ReadBody(const httplib::Request& raw, httplib::Response& raw_respon
   if (!HasBody(raw)) return absl::OkStatus();
   int64_t received = 0;
   bool too_large = false;
+  // False once past the limit plus the lingering allowance; past the limit the data is
+  // dropped.
   auto count = [&](size_t n) {
     received += static_cast<int64_t>(n);
     too_large = too_large || received > limit;
-    return !too_large;
+    return received <= limit + kLingerBytes;
   };
   bool ok;
   if (raw.is_multipart_form_data()) {
     ok = reader(
         [&](const httplib::MultipartFormData& header) {
-          request->parts.push_back({header.name, header.filename, header.content_type, ""});
+          if (!too_large) request->parts.push_back({header.name, header.filename, header.content_type, ""});
           return true;
         },
         [&](const char* data, size_t n) {
-          if (!count(n) || request->parts.empty()) return false;
+          if (!count(n)) return false;
+          if (too_large) return true;
+          if (request->parts.empty()) return false;
           request->parts.back().content.append(data, n);
           return true;
         });
   } else {
     ok = reader([&](const char* data, size_t n) {
       if (!count(n)) return false;
-      request->body.append(data, n);
+      if (!too_large) request->body.append(data, n);
       return true;
     });
   }
@@ -287,7 +295,9 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
 void HttpServer::Install() {
   const int threads = options_.threads;
   server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  server_->set_payload_max_length(static_cast<size_t>(options_.max_body_bytes));
+  // A declared length past the limit is refused before reading; one within the lingering
+  // allowance is read and dropped by ReadBody, so the client sees the 413.
+  server_->set_payload_max_length(static_cast<size_t>(options_.max_body_bytes + kLingerBytes));
   const auto [io_s, io_us] = SecondsAndMicros(options_.io_timeout);
   server_->set_read_timeout(io_s, io_us);
   server_->set_write_timeout(io_s, io_us);

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/credentials.h"
 #include "common/status_macros.h"
+#include "spdlog/spdlog.h"
 
 namespace ftune::server {
 
@@ -80,6 +81,8 @@ absl::StatusOr<std::unique_ptr<Controller>> Controller::Start(const ControllerCo
 }
 
 void Controller::SweepLoop() {
+  constexpr absl::Duration kCompactEvery = absl::Minutes(1);
+  absl::Time next_compaction = absl::Now();
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
     cv_.wait_for(lock, absl::ToChronoNanoseconds(config_.sweep_interval),
@@ -87,6 +90,16 @@ void Controller::SweepLoop() {
     if (stopping_) break;
     lock.unlock();
     manager_->Sweep();
+    if (absl::Now() >= next_compaction) {
+      next_compaction = absl::Now() + kCompactEvery;
+      absl::StatusOr<int64_t> dropped = manager_->CompactEvents();
+      if (!dropped.ok()) {
+        spdlog::warn("event retention: {}", dropped.status().ToString());
+      } else if (*dropped > 0) {
+        spdlog::info("event retention: dropped {} progress and log events of ended jobs",
+                     *dropped);
+      }
+    }
     lock.lock();
   }
 }

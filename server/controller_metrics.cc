@@ -25,17 +25,22 @@ std::vector<MetricSample> One(double value) { return {{{}, value}}; }
 }  // namespace
 
 TimedJobStore::TimedJobStore(JobStore* inner, MetricsRegistry* registry)
-    : inner_(inner),
+    : ForwardingJobStore(inner),
       commit_seconds_(registry->AddHistogram(
           "ftune_controller_store_commit_duration_seconds",
-          "Time of one durable store commit (a job's new state and its events; SQLite "
-          "fsyncs each).",
-          {}, ExponentialBuckets(0.0001, 2, 16))) {}
+          "Time of one durable store commit (a group of job changes and their events, one "
+          "SQLite transaction and fsync).",
+          {}, ExponentialBuckets(0.0001, 2, 16))),
+      commit_changes_(registry->AddHistogram(
+          "ftune_controller_store_commit_changes",
+          "Job and worker changes written by one store commit (changes made while the "
+          "previous commit was in flight share the next one).",
+          {}, ExponentialBuckets(1, 2, 12))) {}
 
-absl::Status TimedJobStore::Commit(const JobRecord& record,
-                                   const std::vector<ftune::v1::JobEvent>& events) {
+absl::Status TimedJobStore::Commit(const StoreBatch& batch) {
   const absl::Time start = absl::Now();
-  absl::Status status = inner_->Commit(record, events);
+  absl::Status status = ForwardingJobStore::Commit(batch);
+  commit_changes_.Observe(static_cast<double>(batch.jobs.size() + batch.workers.size()));
   commit_seconds_.Observe(absl::ToDoubleSeconds(absl::Now() - start));
   return status;
 }
@@ -81,6 +86,12 @@ void RegisterControllerMetrics(MetricsRegistry* registry, const JobManager* mana
       });
   registry->AddGaugeCallback("ftune_controller_watchers", "Open WatchJob streams.", {},
                              [manager] { return One(manager->watcher_count()); });
+  registry->AddGaugeCallback("ftune_controller_jobs_in_memory",
+                             "Jobs held in memory (live ones; ended ones are read from the store).",
+                             {}, [manager] { return One(manager->jobs_in_memory()); });
+  registry->AddGaugeCallback("ftune_controller_store_queued_changes",
+                             "Changes waiting for the next group commit.", {},
+                             [manager] { return One(manager->queued_writes()); });
   registry->AddGaugeCallback("ftune_controller_acquire_waiters",
                              "AcquireJob long polls parked waiting for a job.", {},
                              [manager] { return One(manager->waiting_acquires()); });

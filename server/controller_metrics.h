@@ -11,30 +11,18 @@
 
 namespace ftune::server {
 
-// A JobStore that times every Commit into a histogram and forwards everything else.
-class TimedJobStore final : public JobStore {
+// A JobStore that times every Commit into a histogram, records how many changes each one
+// carried (group commit), and forwards everything else.
+class TimedJobStore final : public ForwardingJobStore {
  public:
-  // `inner` must outlive this; the histogram is registered in `registry`.
+  // `inner` must outlive this; the histograms are registered in `registry`.
   TimedJobStore(JobStore* inner, MetricsRegistry* registry);
 
-  absl::Status Commit(const JobRecord& record,
-                      const std::vector<ftune::v1::JobEvent>& events) override;
-  absl::StatusOr<std::vector<JobRecord>> LoadJobs() override { return inner_->LoadJobs(); }
-  absl::StatusOr<std::vector<ftune::v1::JobEvent>> ReadEvents(const std::string& job_id,
-                                                              int64_t after_seq,
-                                                              int limit) override {
-    return inner_->ReadEvents(job_id, after_seq, limit);
-  }
-  absl::Status PutWorker(const ftune::v1::Worker& worker) override {
-    return inner_->PutWorker(worker);
-  }
-  absl::StatusOr<std::vector<ftune::v1::Worker>> LoadWorkers() override {
-    return inner_->LoadWorkers();
-  }
+  absl::Status Commit(const StoreBatch& batch) override;
 
  private:
-  JobStore* const inner_;
   Histogram& commit_seconds_;
+  Histogram& commit_changes_;
 };
 
 // Registers the families that read `manager` whenever the registry renders; `manager`

@@ -1,5 +1,9 @@
 #include "server/event_log.h"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include "absl/strings/str_cat.h"
 
 namespace ftune::server {
@@ -15,7 +19,7 @@ bool IsTerminalEvent(const JobEvent& event) {
 }
 
 Watch::Watch(EventLog* log, JobStore* store, std::string job_id, int64_t after_seq,
-             int64_t last_seq, bool terminal, size_t limit, std::function<void()> notify)
+             int64_t end_seq, size_t limit, std::function<void()> notify)
     : log_(log),
       store_(store),
       job_id_(std::move(job_id)),
@@ -23,8 +27,7 @@ Watch::Watch(EventLog* log, JobStore* store, std::string job_id, int64_t after_s
       notify_(std::move(notify)),
       handed_seq_(after_seq),
       delivered_seq_(after_seq),
-      replay_until_(last_seq),
-      terminal_at_start_(terminal) {}
+      end_seq_(end_seq) {}
 
 Watch::~Watch() { Close(); }
 
@@ -33,13 +36,12 @@ int64_t Watch::delivered_seq() const {
   return delivered_seq_;
 }
 
-void Watch::Push(const std::vector<JobEvent>& events) {
+void Watch::Push(const std::vector<Shared>& events) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_ || overflowed_ || !end_status_.ok()) return;
-    for (const JobEvent& event : events) {
-      if (event.seq() <= replay_until_ || event.seq() <= handed_seq_) continue;
-      live_.push_back(event);
+    for (const Shared& event : events) {
+      if (event->seq() > handed_seq_) live_.push_back(event);
     }
     if (live_.size() > limit_) {
       // Cut off: free the queue now; the consumer learns it on its next Poll.
@@ -78,12 +80,13 @@ Watch::Next Watch::Poll() {
         absl::StrCat("watcher fell behind; resume with after_seq=", delivered_seq_));
     return next;
   }
-  if (terminal_handed_ || (terminal_at_start_ && handed_seq_ >= replay_until_)) {
+  if (terminal_handed_ || (end_seq_ > 0 && handed_seq_ >= end_seq_)) {
     next.kind = Kind::kDone;
     next.status = absl::OkStatus();
     return next;
   }
-  if (handed_seq_ < replay_until_ && replay_.empty()) {
+  while (!replay_.empty() && replay_.front().seq() <= handed_seq_) replay_.pop_front();
+  if (replay_.empty() && !replayed_) {
     // Only the consumer touches the replay cursor, so the store is read without our lock
     // (publishers keep queueing meanwhile).
     const int64_t from = handed_seq_;
@@ -95,27 +98,24 @@ Watch::Next Watch::Poll() {
       next.status = page.status();
       return next;
     }
-    if (overflowed_ || closed_) {
+    if (overflowed_ || closed_ || !end_status_.ok()) {
       lock.unlock();
       return Poll();
     }
-    for (JobEvent& event : *page) {
-      if (event.seq() <= replay_until_) replay_.push_back(std::move(event));
-    }
-    if (replay_.empty()) replay_until_ = handed_seq_;  // the store holds no more
+    replayed_ = page->size() < static_cast<size_t>(kReplayPage);
+    for (ftune::v1::JobEvent& event : *page) replay_.push_back(std::move(event));
   }
-  std::deque<JobEvent>* source = !replay_.empty() ? &replay_ : &live_;
-  while (!source->empty() && source->front().seq() <= handed_seq_) source->pop_front();
-  if (source->empty()) {
-    if (terminal_at_start_ && handed_seq_ >= replay_until_) {
-      next.kind = Kind::kDone;
-      next.status = absl::OkStatus();
-    }
+  while (!live_.empty() && live_.front()->seq() <= handed_seq_) live_.pop_front();
+  if (!replay_.empty()) {
+    next.event = std::move(replay_.front());
+    replay_.pop_front();
+  } else if (replayed_ && !live_.empty()) {
+    next.event = *live_.front();
+    live_.pop_front();
+  } else {
     return next;  // kWait
   }
   next.kind = Kind::kEvent;
-  next.event = std::move(source->front());
-  source->pop_front();
   handed_seq_ = next.event.seq();
   terminal_handed_ = IsTerminalEvent(next.event);
   return next;
@@ -132,6 +132,8 @@ void Watch::End(absl::Status status) {
   Notify();
 }
 
+void Watch::Wake() { log_->ScheduleNotify(this); }
+
 void Watch::Close() {
   {
     std::lock_guard<std::mutex> lock(notify_mu_);
@@ -147,25 +149,124 @@ void Watch::Close() {
   log_->Unsubscribe(job_id_, this);
 }
 
+EventLog::EventLog(JobStore* store, Options options)
+    : store_(store), options_(options), thread_([this] { FanOutLoop(); }) {}
+
+EventLog::~EventLog() {
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    stopping_ = true;
+  }
+  queue_cv_.notify_all();
+  thread_.join();
+}
+
 std::shared_ptr<Watch> EventLog::Subscribe(const std::string& job_id, int64_t after_seq,
-                                           int64_t last_seq, bool terminal,
-                                           std::function<void()> notify) {
-  std::shared_ptr<Watch> watch(new Watch(this, store_, job_id, after_seq, last_seq, terminal,
-                                         limit_, std::move(notify)));
+                                           int64_t end_seq, std::function<void()> notify) {
+  std::shared_ptr<Watch> watch(
+      new Watch(this, store_, job_id, after_seq, end_seq, options_.watcher_queue_limit,
+                std::move(notify)));
   std::lock_guard<std::mutex> lock(mu_);
   watchers_[job_id].insert(watch.get());
   return watch;
 }
 
-void EventLog::Publish(const std::string& job_id, const std::vector<JobEvent>& events) {
+void EventLog::Publish(const std::string& job_id, std::vector<JobEvent> events) {
   if (events.empty()) return;
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = watchers_.find(job_id);
-  if (it == watchers_.end()) return;
-  for (Watch* watch : it->second) watch->Push(events);
+  Batch batch{job_id, {}};
+  batch.events.reserve(events.size());
+  for (JobEvent& event : events) {
+    batch.events.push_back(std::make_shared<const JobEvent>(std::move(event)));
+  }
+  bool overflow = false;
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    queued_events_ += batch.events.size();
+    queue_.push_back(std::move(batch));
+    if (queued_events_ > options_.backlog_limit) {
+      // The watchers cannot keep up as a whole: drop the backlog, and end every watch so
+      // that each resumes from the store, where all of it is.
+      overflow = true;
+      queue_.clear();
+      queued_events_ = 0;
+    }
+  }
+  if (overflow) {
+    EndAll(absl::AbortedError("watchers fell behind the event rate"));
+    idle_cv_.notify_all();
+  }
+  queue_cv_.notify_one();
+}
+
+void EventLog::ScheduleNotify(Watch* watch) {
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    wakes_.insert(watch);
+  }
+  queue_cv_.notify_one();
+}
+
+void EventLog::FanOutLoop() {
+  // Sending to watchers is the work that can wait: ingestion comes first.
+  setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 10);
+  std::unique_lock<std::mutex> lock(queue_mu_);
+  while (true) {
+    queue_cv_.wait(lock, [this] { return stopping_ || !queue_.empty() || !wakes_.empty(); });
+    if (queue_.empty() && wakes_.empty()) return;  // stopping with nothing left
+    if (!queue_.empty() && wakes_.empty()) {
+      // Gather for a moment: whatever else arrives goes out in the same writes.
+      queue_cv_.wait_for(lock, absl::ToChronoNanoseconds(options_.window), [this] {
+        return stopping_ || flushes_waiting_ > 0 || !wakes_.empty();
+      });
+    }
+    std::deque<Batch> gathered;
+    gathered.swap(queue_);
+    queued_events_ = 0;
+    std::set<Watch*> wakes;
+    wakes.swap(wakes_);
+    fanning_out_ = true;
+    lock.unlock();
+    // One hand-over per job and watcher, in publish order.
+    std::map<std::string, std::vector<Watch::Shared>> by_job;
+    for (Batch& batch : gathered) {
+      std::vector<Watch::Shared>& events = by_job[batch.job_id];
+      events.insert(events.end(), batch.events.begin(), batch.events.end());
+    }
+    {
+      // Under mu_, a watch cannot finish closing, so every pointer here is alive.
+      std::lock_guard<std::mutex> watchers_lock(mu_);
+      for (const auto& [job_id, events] : by_job) {
+        auto it = watchers_.find(job_id);
+        if (it == watchers_.end()) continue;
+        for (Watch* watch : it->second) {
+          wakes.erase(watch);  // Push notifies
+          watch->Push(events);
+        }
+      }
+      for (Watch* watch : wakes) {
+        auto it = watchers_.find(watch->job_id_);
+        if (it != watchers_.end() && it->second.count(watch) != 0) watch->Notify();
+      }
+    }
+    lock.lock();
+    fanning_out_ = false;
+    if (queue_.empty()) idle_cv_.notify_all();
+  }
+}
+
+void EventLog::Flush() {
+  std::unique_lock<std::mutex> lock(queue_mu_);
+  ++flushes_waiting_;
+  queue_cv_.notify_all();
+  idle_cv_.wait(lock, [this] { return queue_.empty() && !fanning_out_; });
+  --flushes_waiting_;
 }
 
 void EventLog::Unsubscribe(const std::string& job_id, Watch* watch) {
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    wakes_.erase(watch);
+  }
   std::lock_guard<std::mutex> lock(mu_);
   auto it = watchers_.find(job_id);
   if (it == watchers_.end()) return;

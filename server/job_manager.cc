@@ -71,6 +71,13 @@ std::string PickDevice(const std::string& wanted, const std::vector<std::string>
   return cuda.empty() ? first([](const std::string&) { return true; }) : cuda;
 }
 
+EventLog::Options FanOutOptions(const JobManagerOptions& options) {
+  EventLog::Options fan_out;
+  fan_out.watcher_queue_limit = options.watcher_queue_limit;
+  fan_out.window = options.watch_batch_window;
+  return fan_out;
+}
+
 JobEvent StateEvent(JobState from, const Job& after, const std::string& reason) {
   JobEvent event;
   ftune::v1::StateChanged* change = event.mutable_state_changed();
@@ -88,7 +95,7 @@ JobManager::JobManager(JobStore* store, Clock* clock, JobManagerOptions options)
     : store_(store),
       clock_(clock),
       options_(options),
-      events_(store, options.watcher_queue_limit) {}
+      events_(store, FanOutOptions(options)) {}
 
 absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(JobStore* store, Clock* clock,
                                                                JobManagerOptions options) {
@@ -99,25 +106,111 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Create(JobStore* store, 
 
 JobManager::~JobManager() { EndLongCalls(); }
 
+absl::StatusOr<int64_t> JobManager::CompactEvents(int max_jobs) {
+  if (options_.event_retention == absl::InfiniteDuration()) return 0;
+  RETURN_IF_ERROR(StoreHealth());
+  return store_->CompactEvents(clock_->Now() - options_.event_retention, max_jobs);
+}
+
 void JobManager::EndLongCalls() {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   for (auto& [id, waiter] : waiters_) waiter.done(ftune::v1::AcquireJobResponse());
   waiters_.clear();
+  // Changes already made reach the store and the watchers before their streams end.
+  Settle(lock).IgnoreError();
+  events_.Flush();
   events_.EndAll(absl::UnavailableError("ftcontroller is shutting down"));
 }
 
+void JobManager::Flush() {
+  std::unique_lock<std::mutex> lock(mu_);
+  Settle(lock).IgnoreError();
+  events_.Flush();
+}
+
+// --- group commit ---
+
+absl::Status JobManager::StoreHealth() {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  return store_error_;
+}
+
+void JobManager::QueueWriteLocked(JobWrite write) {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  queued_.jobs.push_back(std::move(write));
+  ++queued_ticket_;
+}
+
+void JobManager::QueueWorkerWriteLocked(const ftune::v1::Worker& worker) {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  queued_.workers.push_back(worker);
+  ++queued_ticket_;
+}
+
+void JobManager::DeferLocked(std::function<void(const absl::Status&)> callback) {
+  deferred_.push_back(std::move(callback));
+}
+
+absl::Status JobManager::WaitDurable(std::unique_lock<std::mutex>& lock) {
+  const uint64_t ticket = queued_ticket_;
+  lock.unlock();
+  std::unique_lock<std::mutex> write_lock(write_mu_);
+  while (durable_ticket_ < ticket && store_error_.ok()) {
+    if (committing_) {
+      durable_cv_.wait(write_lock);
+      continue;
+    }
+    // Nobody is committing: this caller leads the next group commit, which carries its own
+    // change and whatever else is queued (no hand-off to another thread on the way).
+    StoreBatch batch;
+    std::swap(batch, queued_);
+    const uint64_t upto = queued_ticket_;
+    committing_ = true;
+    write_lock.unlock();
+    absl::Status committed = store_->Commit(batch);
+    if (committed.ok()) {
+      for (JobWrite& write : batch.jobs) {
+        events_.Publish(write.record.job.id(), std::move(write.events));
+      }
+    } else {
+      events_.EndAll(absl::UnavailableError(
+          absl::StrCat("ftcontroller stopped: store write failed: ", committed.message())));
+    }
+    write_lock.lock();
+    committing_ = false;
+    if (committed.ok()) {
+      durable_ticket_ = upto;
+    } else {
+      store_error_ = absl::UnavailableError(absl::StrCat(
+          "ftcontroller stopped after a failed store write (", committed.message(),
+          "); restart it to carry on from the last acknowledged state"));
+    }
+    durable_cv_.notify_all();
+  }
+  return durable_ticket_ >= ticket ? absl::OkStatus() : store_error_;
+}
+
+absl::Status JobManager::Settle(std::unique_lock<std::mutex>& lock) {
+  std::vector<std::function<void(const absl::Status&)>> deferred;
+  deferred.swap(deferred_);
+  const absl::Status durable = WaitDurable(lock);
+  for (auto& callback : deferred) callback(durable);
+  return durable;
+}
+
 absl::Status JobManager::Load() {
-  ASSIGN_OR_RETURN(std::vector<JobRecord> records, store_->LoadJobs());
+  ASSIGN_OR_RETURN(std::vector<JobRecord> records, store_->LoadLiveJobs());
+  ASSIGN_OR_RETURN(StoreSummary summary, store_->Summarize());
   ASSIGN_OR_RETURN(std::vector<ftune::v1::Worker> workers, store_->LoadWorkers());
   std::lock_guard<std::mutex> lock(mu_);
   const absl::Time now = clock_->Now();
+  ended_counts_ = summary.ended;
+  next_queue_seq_ = summary.max_queue_seq + 1;
   for (JobRecord& record : records) {
     const std::string id = record.job.id();
     Entry entry;
     entry.record = std::move(record);
     const JobRecord& r = entry.record;
-    next_queue_seq_ = std::max(next_queue_seq_, r.queue_seq + 1);
-    by_queue_seq_[r.queue_seq] = id;
     if (!r.job.spec().client_request_id().empty()) {
       by_request_id_[r.job.spec().client_request_id()] = id;
     }
@@ -194,7 +287,7 @@ absl::Status JobManager::TransitionLocked(Entry& entry, JobTrigger trigger, std:
   if (IsTerminal(to)) *job.mutable_end_time() = ToProto(now);
   std::vector<JobEvent> events = {StateEvent(before.state(), job, reason)};
   for (JobEvent& e : more) events.push_back(std::move(e));
-  RETURN_IF_ERROR(CommitLocked(entry, std::move(updated), std::move(events)));
+  CommitLocked(entry, std::move(updated), std::move(events));
   CountTransition(trigger, to);
   return absl::OkStatus();
 }
@@ -248,8 +341,7 @@ void JobManager::ApplyEventFields(const JobEvent& event, Job* job) {
   }
 }
 
-absl::Status JobManager::CommitLocked(Entry& entry, JobRecord updated,
-                                      std::vector<JobEvent> events) {
+void JobManager::CommitLocked(Entry& entry, JobRecord updated, std::vector<JobEvent> events) {
   const absl::Time now = clock_->Now();
   int64_t seq = updated.job.last_event_seq();
   for (JobEvent& event : events) {
@@ -259,7 +351,6 @@ absl::Status JobManager::CommitLocked(Entry& entry, JobRecord updated,
     ApplyEventFields(event, &updated.job);
   }
   updated.job.set_last_event_seq(seq);
-  RETURN_IF_ERROR(store_->Commit(updated, events));
   for (const JobEvent& event : events) ++counters_.events[EventKind(event)];
 
   const JobRecord& before = entry.record;
@@ -272,18 +363,52 @@ absl::Status JobManager::CommitLocked(Entry& entry, JobRecord updated,
     entry.lease_deadline = absl::InfiniteFuture();
   }
   entry.record = std::move(updated);
-  events_.Publish(entry.record.job.id(), events);
-  return absl::OkStatus();
+  QueueWriteLocked(JobWrite{entry.record, std::move(events)});
+  if (IsTerminal(entry.record.job.state())) ended_.emplace_back(queued_ticket_, entry.record.job.id());
+}
+
+void JobManager::ForgetEndedLocked() {
+  uint64_t durable;
+  {
+    std::lock_guard<std::mutex> lock(write_mu_);
+    durable = durable_ticket_;
+  }
+  while (!ended_.empty() && ended_.front().first <= durable) {
+    auto it = jobs_.find(ended_.front().second);
+    ended_.pop_front();
+    if (it == jobs_.end()) continue;
+    const Job& job = it->second.record.job;
+    ++ended_counts_[job.state()];
+    if (!job.spec().client_request_id().empty()) by_request_id_.erase(job.spec().client_request_id());
+    jobs_.erase(it);
+    ++forgotten_;
+  }
 }
 
 // --- JobService ---
 
 absl::StatusOr<SubmitResult> JobManager::SubmitJob(const ftune::v1::JobSpec& spec) {
   RETURN_IF_ERROR(ValidateJobSpec(spec));
-  std::lock_guard<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(StoreHealth());
+  std::unique_lock<std::mutex> lock(mu_);
   if (!spec.client_request_id().empty()) {
-    auto it = by_request_id_.find(spec.client_request_id());
-    if (it != by_request_id_.end()) return SubmitResult{FindLocked(it->second)->record.job, false};
+    // A repeat of a live job is in memory; of an ended one, in the store (read without the
+    // lock, and again if an ended job left memory meanwhile).
+    while (true) {
+      auto it = by_request_id_.find(spec.client_request_id());
+      if (it != by_request_id_.end()) {
+        SubmitResult earlier{FindLocked(it->second)->record.job, false};
+        RETURN_IF_ERROR(Settle(lock));
+        return earlier;
+      }
+      const uint64_t forgotten = forgotten_;
+      lock.unlock();
+      absl::StatusOr<JobRecord> stored = store_->FindJobByRequestId(spec.client_request_id());
+      if (stored.ok()) return SubmitResult{std::move(stored->job), false};
+      if (!absl::IsNotFound(stored.status())) return stored.status();
+      lock.lock();
+      if (forgotten_ == forgotten) break;
+    }
   }
   const absl::Time now = clock_->Now();
   std::string id;
@@ -303,64 +428,92 @@ absl::StatusOr<SubmitResult> JobManager::SubmitJob(const ftune::v1::JobSpec& spe
 
   Entry& entry = jobs_[id];
   entry.record.job.set_id(id);
-  absl::Status committed = CommitLocked(entry, std::move(record), std::move(events));
-  if (!committed.ok()) {
-    jobs_.erase(id);
-    return committed;
-  }
+  CommitLocked(entry, std::move(record), std::move(events));
   ++next_queue_seq_;
   ++counters_.submitted;
-  by_queue_seq_[entry.record.queue_seq] = id;
   if (!spec.client_request_id().empty()) by_request_id_[spec.client_request_id()] = id;
   SubmitResult result{entry.record.job, true};
   DispatchLocked();
+  RETURN_IF_ERROR(Settle(lock));
   return result;
 }
 
-absl::StatusOr<Job> JobManager::GetJob(const std::string& job_id) const {
+absl::StatusOr<Job> JobManager::GetJob(const std::string& job_id) {
   RETURN_IF_ERROR(RequireJobId(job_id));
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   const Entry* entry = FindLocked(job_id);
-  if (entry == nullptr) return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
-  return entry->record.job;
+  if (entry == nullptr) {
+    lock.unlock();
+    ASSIGN_OR_RETURN(JobRecord ended, store_->FindJob(job_id));
+    return std::move(ended.job);
+  }
+  Job job = entry->record.job;
+  RETURN_IF_ERROR(WaitDurable(lock));  // answer only with durable state
+  return job;
 }
 
 absl::StatusOr<ftune::v1::ListJobsResponse> JobManager::ListJobs(
-    const ftune::v1::ListJobsRequest& request) const {
+    const ftune::v1::ListJobsRequest& request) {
   uint32_t page_size = request.page_size() == 0 ? 50 : std::min<uint32_t>(request.page_size(), 1000);
   int64_t before = INT64_MAX;
   if (!request.page_token().empty() &&
       (!absl::SimpleAtoi(request.page_token(), &before) || before <= 0)) {
     return absl::InvalidArgumentError("page_token: not a token from a previous ListJobs");
   }
-  std::set<int> states;
-  for (int s : request.states()) states.insert(s);
+  std::set<JobState> states;
+  for (int s : request.states()) states.insert(static_cast<JobState>(s));
+  auto wanted = [&](const JobRecord& r) {
+    return r.queue_seq < before && (states.empty() || states.count(r.job.state()) != 0);
+  };
+  // Newest first, by submission order: jobs in memory merged with ended ones from the store.
+  // A job that left memory meanwhile may be in both; the later version wins.
+  std::map<int64_t, Job, std::greater<>> merged;
+  auto add = [&](int64_t queue_seq, Job job) {
+    auto [it, added] = merged.emplace(queue_seq, job);
+    if (!added && job.last_event_seq() > it->second.last_event_seq()) it->second = std::move(job);
+  };
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (const auto& [id, entry] : jobs_) {
+      if (wanted(entry.record)) add(entry.record.queue_seq, entry.record.job);
+    }
+    RETURN_IF_ERROR(WaitDurable(lock));
+  }
+  ASSIGN_OR_RETURN(std::vector<JobRecord> ended,
+                   store_->ListEndedJobs(before, states, static_cast<int>(page_size) + 1));
+  for (JobRecord& r : ended) add(r.queue_seq, std::move(r.job));
   ftune::v1::ListJobsResponse response;
-  std::lock_guard<std::mutex> lock(mu_);
-  // Newest first: walk submission order backwards from the token.
   int64_t last_returned = 0;
-  for (auto it = std::make_reverse_iterator(by_queue_seq_.lower_bound(before));
-       it != by_queue_seq_.rend(); ++it) {
-    const Job& job = FindLocked(it->second)->record.job;
-    if (!states.empty() && states.count(job.state()) == 0) continue;
+  for (auto& [queue_seq, job] : merged) {
     if (static_cast<uint32_t>(response.jobs_size()) == page_size) {
       // More remain: the next page starts below the last one returned.
       response.set_next_page_token(absl::StrCat(last_returned));
       break;
     }
-    *response.add_jobs() = job;
-    last_returned = it->first;
+    *response.add_jobs() = std::move(job);
+    last_returned = queue_seq;
   }
   return response;
 }
 
 absl::StatusOr<Job> JobManager::CancelJob(const std::string& job_id, const std::string& reason) {
   RETURN_IF_ERROR(RequireJobId(job_id));
-  std::lock_guard<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(StoreHealth());
+  std::unique_lock<std::mutex> lock(mu_);
   Entry* entry = FindLocked(job_id);
-  if (entry == nullptr) return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
+  if (entry == nullptr) {
+    lock.unlock();
+    ASSIGN_OR_RETURN(JobRecord ended, store_->FindJob(job_id));
+    return absl::FailedPreconditionError(absl::StrCat("job ", job_id, " has already ended (",
+                                                      ftune::v1::JobState_Name(ended.job.state()),
+                                                      ")"));
+  }
   const Job& job = entry->record.job;
-  if (job.state() == ftune::v1::JOB_STATE_CANCELLING) return job;  // already on its way
+  if (job.state() == ftune::v1::JOB_STATE_CANCELLING) {  // already on its way
+    Job cancelling = job;
+    RETURN_IF_ERROR(WaitDurable(lock));
+    return cancelling;
+  }
   if (IsTerminal(job.state())) {
     return absl::FailedPreconditionError(absl::StrCat(
         "job ", job_id, " has already ended (", ftune::v1::JobState_Name(job.state()), ")"));
@@ -369,7 +522,9 @@ absl::StatusOr<Job> JobManager::CancelJob(const std::string& job_id, const std::
   JobRecord updated = entry->record;
   updated.job.set_error(why);
   RETURN_IF_ERROR(TransitionLocked(*entry, JobTrigger::kCancel, why, std::move(updated)));
-  return entry->record.job;
+  Job cancelled = entry->record.job;
+  RETURN_IF_ERROR(Settle(lock));
+  return cancelled;
 }
 
 absl::StatusOr<std::shared_ptr<Watch>> JobManager::WatchJob(const std::string& job_id,
@@ -377,12 +532,22 @@ absl::StatusOr<std::shared_ptr<Watch>> JobManager::WatchJob(const std::string& j
                                                             std::function<void()> notify) {
   RETURN_IF_ERROR(RequireJobId(job_id));
   if (after_seq < 0) return absl::InvalidArgumentError("after_seq: must be >= 0");
-  std::lock_guard<std::mutex> lock(mu_);
-  const Entry* entry = FindLocked(job_id);
-  if (entry == nullptr) return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
-  // Under mu_, which also orders every Publish: nothing lands between snapshot and subscribe.
-  return events_.Subscribe(job_id, after_seq, entry->record.job.last_event_seq(),
-                           IsTerminal(entry->record.job.state()), std::move(notify));
+  RETURN_IF_ERROR(StoreHealth());
+  // No event follows the terminal one; the watch ends once it has handed that out.
+  int64_t end_seq = 0;
+  bool in_memory = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (const Entry* entry = FindLocked(job_id); entry != nullptr) {
+      in_memory = true;
+      if (IsTerminal(entry->record.job.state())) end_seq = entry->record.job.last_event_seq();
+    }
+  }
+  if (!in_memory) {  // ended and stored
+    ASSIGN_OR_RETURN(JobRecord ended, store_->FindJob(job_id));
+    end_seq = ended.job.last_event_seq();
+  }
+  return events_.Subscribe(job_id, after_seq, end_seq, std::move(notify));
 }
 
 std::vector<ftune::v1::Worker> JobManager::ListWorkers() const {
@@ -404,6 +569,16 @@ size_t JobManager::waiting_acquires() const {
   return waiters_.size();
 }
 
+size_t JobManager::jobs_in_memory() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return jobs_.size();
+}
+
+size_t JobManager::queued_writes() const {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  return queued_.jobs.size() + queued_.workers.size();
+}
+
 JobManagerCounters JobManager::counters() const {
   std::lock_guard<std::mutex> lock(mu_);
   return counters_;
@@ -417,6 +592,7 @@ std::map<JobState, int> JobManager::JobsByState() const {
     }
   }
   std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [state, n] : ended_counts_) counts[state] += static_cast<int>(n);
   for (const auto& [id, entry] : jobs_) ++counts[entry.record.job.state()];
   return counts;
 }
@@ -439,7 +615,8 @@ absl::StatusOr<ftune::v1::RegisterWorkerResponse> JobManager::RegisterWorker(
                                                      "' listed twice"));
     }
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(StoreHealth());
+  std::unique_lock<std::mutex> lock(mu_);
   const absl::Time now = clock_->Now();
   ftune::v1::Worker worker;
   worker.set_id(request.worker_id());
@@ -449,9 +626,10 @@ absl::StatusOr<ftune::v1::RegisterWorkerResponse> JobManager::RegisterWorker(
   worker.set_state(ftune::v1::WORKER_STATE_ONLINE);
   *worker.mutable_register_time() = ToProto(now);
   *worker.mutable_last_heartbeat_time() = ToProto(now);
-  RETURN_IF_ERROR(store_->PutWorker(worker));
+  QueueWorkerWriteLocked(worker);
   const std::string id = worker.id();
   workers_[id] = WorkerEntry{std::move(worker), now};
+  RETURN_IF_ERROR(Settle(lock));
 
   ftune::v1::RegisterWorkerResponse response;
   response.set_heartbeat_interval_seconds(absl::ToDoubleSeconds(options_.heartbeat));
@@ -521,15 +699,29 @@ void JobManager::DispatchLocked() {
       ++it;
       continue;
     }
-    AcquireCallback done = std::move(it->second.done);
+    AnswerLeasedLocked(std::move(it->second.done), std::move(*leased));
     it = waiters_.erase(it);
-    done(std::move(*leased));
   }
+}
+
+void JobManager::AnswerLeasedLocked(AcquireCallback done,
+                                    absl::StatusOr<ftune::v1::AcquireJobResponse> leased) {
+  DeferLocked([done = std::move(done), leased = std::move(leased)](const absl::Status& durable) {
+    if (durable.ok()) {
+      done(leased);
+    } else {
+      done(durable);
+    }
+  });
 }
 
 uint64_t JobManager::AcquireJob(const ftune::v1::AcquireJobRequest& request,
                                 AcquireCallback done) {
-  std::lock_guard<std::mutex> lock(mu_);
+  if (absl::Status health = StoreHealth(); !health.ok()) {
+    done(health);
+    return 0;
+  }
+  std::unique_lock<std::mutex> lock(mu_);
   auto worker = workers_.find(request.worker_id());
   if (worker == workers_.end()) {
     done(absl::FailedPreconditionError(absl::StrCat(
@@ -555,7 +747,8 @@ uint64_t JobManager::AcquireJob(const ftune::v1::AcquireJobRequest& request,
       clock_->Now() + std::min(absl::Seconds(wait), options_.max_acquire_wait);
   auto leased = TryLeaseLocked(waiter);
   if (leased.has_value()) {
-    done(std::move(*leased));
+    AnswerLeasedLocked(std::move(done), std::move(*leased));
+    Settle(lock).IgnoreError();  // `done` hears of a failed commit
     return 0;
   }
   if (waiter.deadline <= clock_->Now()) {
@@ -576,6 +769,9 @@ bool JobManager::CancelAcquire(uint64_t waiter_id) {
 absl::StatusOr<ftune::v1::HeartbeatResponse> JobManager::Heartbeat(
     const ftune::v1::HeartbeatRequest& request) {
   if (request.worker_id().empty()) return absl::InvalidArgumentError("worker_id: required");
+  RETURN_IF_ERROR(StoreHealth());
+  // Answers from memory without waiting for commits in flight: a verdict that a crash undoes
+  // (LOST, CANCEL) only stops a worker early, and the job is leased again or ended later.
   std::lock_guard<std::mutex> lock(mu_);
   const absl::Time now = clock_->Now();
   ftune::v1::HeartbeatResponse response;
@@ -621,17 +817,23 @@ absl::StatusOr<ftune::v1::ReportEventsResponse> JobManager::ReportEvents(
           "events[", i, "]: state_changed is the controller's; use CompleteJob"));
     }
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(StoreHealth());
+  std::unique_lock<std::mutex> lock(mu_);
   Entry* entry = FindLocked(request.job_id());
-  if (entry == nullptr) {
-    return absl::NotFoundError(absl::StrCat("job ", request.job_id(), " not found"));
-  }
   ftune::v1::ReportEventsResponse response;
+  if (entry == nullptr) {  // ended and stored: whoever reports has lost it
+    lock.unlock();
+    ASSIGN_OR_RETURN(JobRecord ended, store_->FindJob(request.job_id()));
+    response.set_verdict(ftune::v1::LEASE_VERDICT_LOST);
+    response.set_last_seq(ended.job.last_event_seq());
+    return response;
+  }
   const JobRecord& r = entry->record;
   if (r.lease_id != request.lease_id() || r.job.worker_id() != request.worker_id() ||
       !HoldsLease(r.job.state())) {
     response.set_verdict(ftune::v1::LEASE_VERDICT_LOST);
     response.set_last_seq(r.job.last_event_seq());
+    RETURN_IF_ERROR(WaitDurable(lock));
     return response;
   }
   if (request.batch_id() != 0 && request.batch_id() <= r.last_batch_id) {
@@ -646,13 +848,14 @@ absl::StatusOr<ftune::v1::ReportEventsResponse> JobManager::ReportEvents(
       RETURN_IF_ERROR(TransitionLocked(*entry, JobTrigger::kStart, "started", std::move(updated),
                                        std::move(events)));
     } else {
-      RETURN_IF_ERROR(CommitLocked(*entry, std::move(updated), std::move(events)));
+      CommitLocked(*entry, std::move(updated), std::move(events));
     }
     response.set_last_seq(entry->record.job.last_event_seq());
   }
   response.set_verdict(entry->record.job.state() == ftune::v1::JOB_STATE_CANCELLING
                            ? ftune::v1::LEASE_VERDICT_CANCEL
                            : ftune::v1::LEASE_VERDICT_OK);
+  RETURN_IF_ERROR(WaitDurable(lock));
   return response;
 }
 
@@ -665,13 +868,16 @@ absl::StatusOr<ftune::v1::CompleteJobResponse> JobManager::CompleteJob(
     return absl::InvalidArgumentError(
         "outcome: required (SUCCEEDED, FAILED, CANCELLED, REQUEUE, RETRY)");
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  RETURN_IF_ERROR(StoreHealth());
+  std::unique_lock<std::mutex> lock(mu_);
   Entry* entry = FindLocked(request.job_id());
+  std::optional<JobRecord> ended;
   if (entry == nullptr) {
-    return absl::NotFoundError(absl::StrCat("job ", request.job_id(), " not found"));
+    lock.unlock();
+    ASSIGN_OR_RETURN(ended, store_->FindJob(request.job_id()));
   }
   ftune::v1::CompleteJobResponse response;
-  const JobRecord& r = entry->record;
+  const JobRecord& r = entry != nullptr ? entry->record : *ended;
   if (r.lease_id != request.lease_id() || request.lease_id().empty() ||
       r.job.worker_id() != request.worker_id()) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -681,6 +887,7 @@ absl::StatusOr<ftune::v1::CompleteJobResponse> JobManager::CompleteJob(
   if (!HoldsLease(r.job.state())) {
     // A retry of a CompleteJob that already went through.
     *response.mutable_job() = r.job;
+    if (lock.owns_lock()) RETURN_IF_ERROR(WaitDurable(lock));
     return response;
   }
   JobRecord updated = r;
@@ -729,11 +936,13 @@ absl::StatusOr<ftune::v1::CompleteJobResponse> JobManager::CompleteJob(
   RETURN_IF_ERROR(TransitionLocked(*entry, trigger, std::move(reason), std::move(updated)));
   *response.mutable_job() = entry->record.job;
   DispatchLocked();
+  RETURN_IF_ERROR(Settle(lock));
   return response;
 }
 
 int JobManager::Sweep() {
-  std::lock_guard<std::mutex> lock(mu_);
+  if (!StoreHealth().ok()) return 0;
+  std::unique_lock<std::mutex> lock(mu_);
   const absl::Time now = clock_->Now();
   int expired = 0;
   std::vector<std::string> due;
@@ -747,7 +956,6 @@ int JobManager::Sweep() {
         r.job.state() == ftune::v1::JOB_STATE_CANCELLING
             ? absl::StrCat("lease expired while cancelling (worker ", r.job.worker_id(), ")")
             : absl::StrCat("lease expired (worker ", r.job.worker_id(), " went silent)");
-    // A store failure leaves the lease as it is; the next sweep tries again.
     if (TransitionLocked(*entry, JobTrigger::kLeaseExpired, reason, r).ok()) ++expired;
   }
   for (auto& [id, worker] : workers_) {
@@ -767,6 +975,8 @@ int JobManager::Sweep() {
   }
   // Also offers jobs whose backoff ended since the last sweep.
   DispatchLocked();
+  ForgetEndedLocked();
+  Settle(lock).IgnoreError();  // a failed commit stops the manager; callers hear of it
   return expired;
 }
 

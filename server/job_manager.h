@@ -1,7 +1,14 @@
 // The controller's logic, without sockets: the queue, leases, cancellation, worker registry
-// and the event stream of every job. State lives in memory and is written through to the
-// JobStore before any caller sees it (and before any event is fanned out), so a restarted
-// controller rebuilds exactly what it acknowledged. One mutex guards it all.
+// and the event stream of every job. State lives in memory; one mutex guards it, and no
+// store write happens under it.
+//
+// Durability (group commit): a change is made in memory under the mutex and queued for the
+// writer thread, which commits everything queued so far in one SQLite transaction. A call
+// answers only once what it changed and what it read is durable, so a restarted controller
+// rebuilds exactly what it acknowledged; events reach watchers only after they are stored.
+// Heartbeats answer from memory without waiting (they write nothing). If a commit fails, the
+// memory is ahead of the disk: the manager stops (every later call fails UNAVAILABLE) and a
+// restarted controller carries on from the last acknowledged state.
 //
 // Every state change goes through the table in job_transitions.h. Lease rules
 // (docs/controller.md has the long form):
@@ -20,7 +27,9 @@
 //  - After a controller restart every held lease is re-armed to now + lease_seconds.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -28,6 +37,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -51,10 +61,15 @@ struct JobManagerOptions {
   absl::Duration max_acquire_wait = absl::Seconds(60);
   // Live events queued per watcher before it is cut off.
   size_t watcher_queue_limit = 1024;
+  // How long fan-out gathers events before handing them to watchers (EventLog::Options).
+  absl::Duration watch_batch_window = absl::Milliseconds(50);
   // Wait before a counted restart: retry_backoff, doubling with each restart, at most
   // max_retry_backoff.
   absl::Duration retry_backoff = absl::Seconds(5);
   absl::Duration max_retry_backoff = absl::Minutes(5);
+  // Event retention: the train_progress and log events of jobs that ended longer ago than
+  // this are dropped by CompactEvents; infinite keeps everything.
+  absl::Duration event_retention = absl::InfiniteDuration();
 };
 
 // What the manager has done since it started, for metrics.
@@ -79,9 +94,10 @@ struct SubmitResult {
   bool created = false;
 };
 
-// Receives the outcome of an AcquireJob exactly once: a leased job, an empty response when
-// the wait ran out, or an error. Runs with the manager's lock held (inline from AcquireJob or
-// from whichever thread made a job available), so it must not block or call the manager.
+// Receives the outcome of an AcquireJob exactly once: a leased job (once its lease is
+// durable), an empty response when the wait ran out, or an error. Runs on the thread of
+// AcquireJob or of whichever call made a job available, possibly with the manager's lock
+// held, so it must not block or call the manager.
 using AcquireCallback = std::function<void(absl::StatusOr<ftune::v1::AcquireJobResponse>)>;
 
 class JobManager {
@@ -95,9 +111,9 @@ class JobManager {
 
   // --- JobService ---
   absl::StatusOr<SubmitResult> SubmitJob(const ftune::v1::JobSpec& spec);
-  absl::StatusOr<ftune::v1::Job> GetJob(const std::string& job_id) const;
+  absl::StatusOr<ftune::v1::Job> GetJob(const std::string& job_id);
   absl::StatusOr<ftune::v1::ListJobsResponse> ListJobs(
-      const ftune::v1::ListJobsRequest& request) const;
+      const ftune::v1::ListJobsRequest& request);
   // QUEUED -> CANCELLED at once; ASSIGNED/RUNNING -> CANCELLING (the worker hears CANCEL);
   // CANCELLING: unchanged; ended jobs: FailedPrecondition.
   absl::StatusOr<ftune::v1::Job> CancelJob(const std::string& job_id, const std::string& reason);
@@ -127,14 +143,27 @@ class JobManager {
   // moving a FakeClock.
   int Sweep();
 
+  // Applies event_retention to up to `max_jobs` ended jobs (see JobStore::CompactEvents).
+  // Returns the number of events dropped. The controller calls it every minute.
+  absl::StatusOr<int64_t> CompactEvents(int max_jobs = 100);
+
   // Before the server drains: answers parked AcquireJob calls with "no job" and ends every
   // WatchJob stream with UNAVAILABLE (naming the seq to resume after), so nothing holds the
   // drain up.
   void EndLongCalls();
 
+  // Waits until every change made so far is durable and its events have reached the
+  // watchers' queues (tests; shutdown).
+  void Flush();
+
   const JobManagerOptions& options() const { return options_; }
   size_t watcher_count() const { return events_.watcher_count(); }
   size_t waiting_acquires() const;
+  // Jobs held in memory (live ones, and ended ones until the next sweep after their end is
+  // durable).
+  size_t jobs_in_memory() const;
+  // Changes waiting for the store (not counting a commit in flight).
+  size_t queued_writes() const;
   JobManagerCounters counters() const;
   // Every state with its number of jobs (zero included).
   std::map<ftune::v1::JobState, int> JobsByState() const;
@@ -160,14 +189,28 @@ class JobManager {
   JobManager(JobStore* store, Clock* clock, JobManagerOptions options);
   absl::Status Load();
 
+  // --- group commit ---
+  // Fails once a commit has failed (the manager has stopped).
+  absl::Status StoreHealth();
+  // Queues a store write; the writer thread commits it with whatever else is queued.
+  void QueueWriteLocked(JobWrite write);
+  void QueueWorkerWriteLocked(const ftune::v1::Worker& worker);
+  // Runs `callback` once the changes made so far are durable (or with the store's error).
+  void DeferLocked(std::function<void(const absl::Status&)> callback);
+  // Releases `lock` and waits until every change queued so far is durable, committing them
+  // itself when no other caller is (group commit with a leader). Returns the store's error
+  // when that commit failed.
+  absl::Status WaitDurable(std::unique_lock<std::mutex>& lock);
+  // WaitDurable, then runs the callbacks deferred meanwhile.
+  absl::Status Settle(std::unique_lock<std::mutex>& lock);
+
   static bool HoldsLease(ftune::v1::JobState state);
   static QueueKey KeyOf(const JobRecord& record);
   Entry* FindLocked(const std::string& job_id);
   const Entry* FindLocked(const std::string& job_id) const;
-  // Persists `updated` plus `events` (seq, job_id and time filled in here), then makes it the
-  // current state and fans the events out. On error nothing changes.
-  absl::Status CommitLocked(Entry& entry, JobRecord updated,
-                            std::vector<ftune::v1::JobEvent> events);
+  // Makes `updated` the current state with `events` appended (seq, job_id and time filled in
+  // here) and queues both for the store; the events are fanned out once stored.
+  void CommitLocked(Entry& entry, JobRecord updated, std::vector<ftune::v1::JobEvent> events);
   // Moves the job along `trigger` (job_transitions.h): state, attempt, counted restarts and
   // their backoff, lease, end time; then commits `updated` (which carries the caller's other
   // changes) with the state change as the first event. FailedPrecondition when the table has
@@ -185,6 +228,11 @@ class JobManager {
       const Waiter& waiter);
   // Offers queued jobs to waiting AcquireJob calls, oldest first.
   void DispatchLocked();
+  // Drops ended jobs whose end is durable from memory.
+  void ForgetEndedLocked();
+  // Answers an AcquireJob with `leased` once the lease is durable (see Settle).
+  void AnswerLeasedLocked(AcquireCallback done,
+                          absl::StatusOr<ftune::v1::AcquireJobResponse> leased);
 
   JobStore* const store_;
   Clock* const clock_;
@@ -192,9 +240,14 @@ class JobManager {
   EventLog events_;
 
   mutable std::mutex mu_;
+  // Jobs in memory: every live one, and ended ones until their end is durable (then the
+  // store answers for them).
   std::map<std::string, Entry> jobs_;
-  std::map<int64_t, std::string> by_queue_seq_;
-  std::map<std::string, std::string> by_request_id_;
+  std::map<std::string, std::string> by_request_id_;  // of the jobs in memory
+  // Jobs that ended, with the ticket of that change, oldest first.
+  std::deque<std::pair<uint64_t, std::string>> ended_;
+  std::map<ftune::v1::JobState, int64_t> ended_counts_;  // ended jobs no longer in memory
+  uint64_t forgotten_ = 0;                              // jobs dropped from memory so far
   std::set<QueueKey> queue_;
   std::set<std::string> leased_;
   std::map<std::string, WorkerEntry> workers_;
@@ -202,6 +255,19 @@ class JobManager {
   uint64_t next_waiter_id_ = 1;
   int64_t next_queue_seq_ = 1;
   JobManagerCounters counters_;
+  // Callbacks waiting for the changes queued so far to be durable (see Settle).
+  std::vector<std::function<void(const absl::Status&)>> deferred_;
+
+  // Group commit. Tickets number the queued writes; a change is durable once
+  // durable_ticket_ reaches its ticket. Whichever waiting caller finds no commit in flight
+  // commits everything queued.
+  mutable std::mutex write_mu_;
+  std::condition_variable durable_cv_;  // durable_ticket_ moved, a commit ended
+  StoreBatch queued_;
+  uint64_t queued_ticket_ = 0;  // written under mu_ and write_mu_
+  uint64_t durable_ticket_ = 0;
+  bool committing_ = false;
+  absl::Status store_error_;
 };
 
 }  // namespace ftune::server

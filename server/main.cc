@@ -16,6 +16,7 @@ struct Flags {
   double heartbeat_seconds = 10;
   double drain_seconds = 10;
   double retry_backoff_seconds = 5;
+  double event_retention_days = 0;
   ftune::LogConfig log{.level = "info", .file = "", .name = "ftcontroller"};
 };
 
@@ -36,6 +37,13 @@ int Run(Flags flags) {
     return 2;
   }
   flags.controller.manager.retry_backoff = absl::Seconds(flags.retry_backoff_seconds);
+  if (!(flags.event_retention_days >= 0)) {
+    spdlog::error("--event-retention-days must be >= 0 (0 keeps every event)");
+    return 2;
+  }
+  if (flags.event_retention_days > 0) {
+    flags.controller.manager.event_retention = absl::Hours(24 * flags.event_retention_days);
+  }
   ftune::InstallShutdownHandlers();
   auto controller = ftune::server::Controller::Start(flags.controller);
   if (!controller.ok()) {
@@ -81,6 +89,10 @@ int main(int argc, char** argv) {
   app.add_option("--retry-backoff-seconds", flags.retry_backoff_seconds,
                  "Wait before a failed attempt is retried, doubling with each one (at most 5 "
                  "minutes)")
+      ->capture_default_str();
+  app.add_option("--event-retention-days", flags.event_retention_days,
+                 "Drop the progress and log events of jobs that ended this many days ago "
+                 "(state changes, evaluations and checkpoints stay); 0 keeps every event")
       ->capture_default_str();
   app.add_option("--tls-cert", c.tls.cert_file, "PEM certificate chain: serve TLS");
   app.add_option("--tls-key", c.tls.key_file, "PEM private key of --tls-cert");

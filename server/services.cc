@@ -58,15 +58,14 @@ class WatchReactor final : public grpc::ServerWriteReactor<JobEvent> {
   }
 
   void OnWriteDone(bool ok) override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      writing_ = false;
-      if (!ok) {
-        FinishLocked(absl::CancelledError("the watcher went away"));
-        return;
-      }
+    std::lock_guard<std::mutex> lock(mu_);
+    writing_ = false;
+    if (!ok) {
+      FinishLocked(absl::CancelledError("the watcher went away"));
+      return;
     }
-    Pump();
+    // The next write is started from the fan-out thread (see Watch::Wake).
+    if (watch_ != nullptr) watch_->Wake();
   }
 
   void OnCancel() override {
@@ -99,6 +98,8 @@ class WatchReactor final : public grpc::ServerWriteReactor<JobEvent> {
       case Watch::Kind::kEvent:
         event_ = std::move(next.event);
         writing_ = true;
+        // With more ready behind it, gRPC may hold this one and send them in one go: far
+        // fewer frames and syscalls when a watcher follows a busy job.
         StartWrite(&event_);
         return;
     }

@@ -3,6 +3,7 @@
 // The schema is described in docs/controller.md.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -17,20 +18,25 @@ namespace ftune::server {
 class SqliteJobStore final : public JobStore {
  public:
   // Newest schema version this build writes.
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   // Opens (creating if needed) the database file at `path` and migrates it to
   // kSchemaVersion. FailedPrecondition when the file was written by a newer ftcontroller.
   static absl::StatusOr<std::unique_ptr<SqliteJobStore>> Open(const std::string& path);
   ~SqliteJobStore() override;
 
-  absl::Status Commit(const JobRecord& record,
-                      const std::vector<ftune::v1::JobEvent>& events) override;
-  absl::StatusOr<std::vector<JobRecord>> LoadJobs() override;
+  absl::Status Commit(const StoreBatch& batch) override;
+  absl::StatusOr<std::vector<JobRecord>> LoadLiveJobs() override;
+  absl::StatusOr<StoreSummary> Summarize() override;
+  absl::StatusOr<JobRecord> FindJob(const std::string& job_id) override;
+  absl::StatusOr<JobRecord> FindJobByRequestId(const std::string& request_id) override;
+  absl::StatusOr<std::vector<JobRecord>> ListEndedJobs(int64_t before_queue_seq,
+                                                       const std::set<ftune::v1::JobState>& states,
+                                                       int limit) override;
+  absl::StatusOr<int64_t> CompactEvents(absl::Time ended_before, int max_jobs) override;
   absl::StatusOr<std::vector<ftune::v1::JobEvent>> ReadEvents(const std::string& job_id,
                                                               int64_t after_seq,
                                                               int limit) override;
-  absl::Status PutWorker(const ftune::v1::Worker& worker) override;
   absl::StatusOr<std::vector<ftune::v1::Worker>> LoadWorkers() override;
 
   // Schema version recorded in the file.
@@ -40,6 +46,10 @@ class SqliteJobStore final : public JobStore {
   explicit SqliteJobStore(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
   absl::Status Migrate();
   absl::Status Prepare();
+  absl::Status BackfillEndTimes();
+  // SELECTs job rows with `where_and_order` after the FROM, parameters bound by `bind`.
+  absl::StatusOr<std::vector<JobRecord>> QueryJobs(
+      const std::string& where_and_order, const std::function<void(sqlite3_stmt*)>& bind);
   absl::Status Exec(const char* sql);
   absl::Status Error(const char* what) const;
 

@@ -42,6 +42,7 @@ class EventFanOutTest : public ::testing::Test {
     request.set_batch_id(++batch_);
     for (int i = 0; i < n; ++i) request.add_events()->mutable_train_progress()->set_step(++step_);
     ASSERT_TRUE(manager_->ReportEvents(request).ok());
+    manager_->Flush();  // fan-out runs on its own thread
   }
 
   void Finish() {
@@ -51,6 +52,7 @@ class EventFanOutTest : public ::testing::Test {
     request.set_worker_id("w1");
     request.set_outcome(ftune::v1::JOB_OUTCOME_SUCCEEDED);
     ASSERT_TRUE(manager_->CompleteJob(request).ok());
+    manager_->Flush();
   }
 
   MemoryJobStore store_;

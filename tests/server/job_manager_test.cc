@@ -4,7 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <optional>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "common/job_spec.h"
@@ -20,9 +23,11 @@ class JobManagerTest : public ::testing::Test {
  protected:
   void SetUp() override { Reopen(); }
 
-  void Reopen(absl::Duration retry_backoff = absl::ZeroDuration()) {
+  void Reopen(absl::Duration retry_backoff = absl::ZeroDuration(),
+              absl::Duration event_retention = absl::InfiniteDuration()) {
     manager_.reset();
     JobManagerOptions options;
+    options.event_retention = event_retention;
     options.lease = absl::Seconds(30);
     options.heartbeat = absl::Seconds(10);
     options.watcher_queue_limit = 16;
@@ -762,16 +767,194 @@ TEST_F(JobManagerTest, RestartKeepsJobsEventsAndRearmsLeases) {
   EXPECT_TRUE(manager_->Heartbeat(hb)->reregister());
 }
 
-TEST_F(JobManagerTest, StoreFailureChangesNothing) {
+// A failed commit is never acknowledged; the manager stops rather than answer from memory
+// that the disk does not hold, and a restart carries on from what was acknowledged.
+TEST_F(JobManagerTest, FailedCommitStopsTheManagerAndARestartResumes) {
   Register("w1");
   const auto job = Submit(ValidSpec());
+  int notified = 0;
+  auto watch = manager_->WatchJob(job.id(), 0, [&] { ++notified; });
+  ASSERT_TRUE(watch.ok());
   store_->set_fail_commits(true);
-  EXPECT_FALSE(manager_->SubmitJob(ValidSpec("x")).ok());
-  EXPECT_FALSE(manager_->CancelJob(job.id(), "").ok());
-  EXPECT_EQ(StateOf(job.id()), ftune::v1::JOB_STATE_QUEUED);
-  EXPECT_EQ(manager_->ListJobs({})->jobs_size(), 1);
+  const auto lost = manager_->SubmitJob(ValidSpec("x"));
+  EXPECT_EQ(lost.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(absl::StrContains(lost.status().message(), "commits refused")) << lost.status();
+  // Everything after it fails too, reads and heartbeats included.
+  EXPECT_EQ(manager_->CancelJob(job.id(), "").status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(manager_->ListJobs({}).status().code(), absl::StatusCode::kUnavailable);
+  ftune::v1::HeartbeatRequest beat;
+  beat.set_worker_id("w1");
+  EXPECT_EQ(manager_->Heartbeat(beat).status().code(), absl::StatusCode::kUnavailable);
+  // Watchers are told, with where to resume.
+  testing::Drained drained;
+  testing::DrainInto(**watch, &drained);
+  ASSERT_TRUE(drained.done);
+  EXPECT_EQ(drained.status.code(), absl::StatusCode::kUnavailable) << drained.status;
+  EXPECT_GT(notified, 0);
+
   store_->set_fail_commits(false);
+  Reopen();
+  auto listed = manager_->ListJobs({});
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->jobs_size(), 1);
+  EXPECT_EQ(listed->jobs(0).id(), job.id());
+  EXPECT_EQ(StateOf(job.id()), ftune::v1::JOB_STATE_QUEUED);
   EXPECT_TRUE(Acquire("w1").has_value());
+}
+
+// Once its end is durable, an ended job leaves memory (at the next sweep); every call still
+// answers for it from the store, across a restart too.
+TEST_F(JobManagerTest, EndedJobsLeaveMemoryAndAreServedFromTheStore) {
+  Register("w1");
+  auto once = ValidSpec("a");
+  once.set_client_request_id("once");
+  const auto a = Submit(once);
+  const auto b = Submit(ValidSpec("b"));
+  ASSERT_TRUE(manager_->CancelJob(a.id(), "not needed").ok());
+  EXPECT_EQ(manager_->jobs_in_memory(), 2u);
+  manager_->Sweep();
+  EXPECT_EQ(manager_->jobs_in_memory(), 1u);
+
+  for (int restart = 0; restart < 2; ++restart) {
+    SCOPED_TRACE(restart ? "after a restart" : "before a restart");
+    EXPECT_EQ(manager_->jobs_in_memory(), 1u);
+    EXPECT_EQ(StateOf(a.id()), ftune::v1::JOB_STATE_CANCELLED);
+    auto all = manager_->ListJobs({});
+    ASSERT_TRUE(all.ok()) << all.status();
+    ASSERT_EQ(all->jobs_size(), 2);
+    EXPECT_EQ(all->jobs(0).id(), b.id());  // newest first
+    EXPECT_EQ(all->jobs(1).id(), a.id());
+    ftune::v1::ListJobsRequest paged;
+    paged.set_page_size(1);
+    auto first = manager_->ListJobs(paged);
+    ASSERT_EQ(first->jobs_size(), 1);
+    EXPECT_EQ(first->jobs(0).id(), b.id());
+    paged.set_page_token(first->next_page_token());
+    auto second = manager_->ListJobs(paged);
+    ASSERT_EQ(second->jobs_size(), 1);
+    EXPECT_EQ(second->jobs(0).id(), a.id());
+    EXPECT_TRUE(second->next_page_token().empty());
+    ftune::v1::ListJobsRequest cancelled;
+    cancelled.add_states(ftune::v1::JOB_STATE_CANCELLED);
+    ASSERT_EQ(manager_->ListJobs(cancelled)->jobs_size(), 1);
+
+    const auto events = AllEvents(a.id());
+    ASSERT_EQ(events.size(), 2u);
+    EXPECT_EQ(events[1].state_changed().to(), ftune::v1::JOB_STATE_CANCELLED);
+    const auto again = manager_->CancelJob(a.id(), "");
+    EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_TRUE(absl::StrContains(again.status().message(), "CANCELLED")) << again.status();
+    // A repeated submit finds the ended job.
+    auto repeated = manager_->SubmitJob(once);
+    ASSERT_TRUE(repeated.ok());
+    EXPECT_FALSE(repeated->created);
+    EXPECT_EQ(repeated->job.id(), a.id());
+    auto by_state = manager_->JobsByState();
+    EXPECT_EQ(by_state[ftune::v1::JOB_STATE_CANCELLED], 1);
+    EXPECT_EQ(by_state[ftune::v1::JOB_STATE_QUEUED], 1);
+    Reopen();
+  }
+}
+
+TEST_F(JobManagerTest, EventRetentionDropsProgressOfJobsEndedLongAgo) {
+  Reopen(absl::ZeroDuration(), absl::Hours(24));
+  Register("w1");
+  const auto ended = Submit(ValidSpec("ended"));
+  auto lease = Acquire("w1");
+  ASSERT_TRUE(lease.has_value());
+  ASSERT_TRUE(Report(*lease, 1, 5).ok());
+  ASSERT_TRUE(Complete(*lease, ftune::v1::JOB_OUTCOME_SUCCEEDED).ok());
+  const auto running = Submit(ValidSpec("running"));
+  auto second = Acquire("w1");
+  ASSERT_TRUE(Report(*second, 1, 3).ok());
+  const size_t before = AllEvents(ended.id()).size();  // queued, assigned, running, 5, done
+
+  clock_.Advance(absl::Hours(23));
+  EXPECT_EQ(*manager_->CompactEvents(), 0);  // not old enough yet
+  clock_.Advance(absl::Hours(2));
+  EXPECT_EQ(*manager_->CompactEvents(), 5);
+  const auto kept = AllEvents(ended.id());
+  EXPECT_EQ(kept.size(), before - 5);
+  for (const auto& e : kept) EXPECT_TRUE(e.has_state_changed()) << e.DebugString();
+  EXPECT_EQ(kept.back().seq(), static_cast<int64_t>(before));  // seqs stay; the gap is skipped
+  EXPECT_EQ(AllEvents(running.id()).size(), 3u + 3u);          // a live job keeps everything
+  EXPECT_EQ(StateOf(ended.id()), ftune::v1::JOB_STATE_SUCCEEDED);
+}
+
+// A store whose commits wait at a gate, to see what queues up meanwhile.
+class GatedStore final : public ForwardingJobStore {
+ public:
+  GatedStore() : ForwardingJobStore(&inner_) {}
+
+  absl::Status Commit(const StoreBatch& batch) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    ++waiting_;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return open_; });
+    --waiting_;
+    batch_sizes_.push_back(batch.jobs.size());
+    return inner_.Commit(batch);
+  }
+
+  void WaitForBlockedCommit() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return waiting_ > 0; });
+  }
+  void Open() {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  std::vector<size_t> batch_sizes() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return batch_sizes_;
+  }
+
+ private:
+  MemoryJobStore inner_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+  int waiting_ = 0;
+  std::vector<size_t> batch_sizes_;
+};
+
+// Changes made while a commit is in flight go into the next one together, none is answered
+// before it is stored, and heartbeats are answered meanwhile.
+TEST(GroupCommitTest, ChangesQueuedDuringACommitShareTheNextOne) {
+  GatedStore store;
+  FakeClock clock;
+  auto manager = JobManager::Create(&store, &clock, JobManagerOptions());
+  ASSERT_TRUE(manager.ok());
+  JobManager& m = **manager;
+  std::atomic<int> answered{0};
+  std::thread first([&] {
+    ASSERT_TRUE(m.SubmitJob(ValidSpec("first")).ok());
+    answered.fetch_add(1);
+  });
+  store.WaitForBlockedCommit();
+  constexpr int kMore = 10;
+  std::vector<std::thread> more;
+  for (int i = 0; i < kMore; ++i) {
+    more.emplace_back([&, i] {
+      ASSERT_TRUE(m.SubmitJob(ValidSpec(absl::StrCat("more", i))).ok());
+      answered.fetch_add(1);
+    });
+  }
+  while (m.queued_writes() < static_cast<size_t>(kMore)) std::this_thread::yield();
+  // A heartbeat is answered from memory while the commit hangs.
+  ftune::v1::HeartbeatRequest beat;
+  beat.set_worker_id("w1");
+  auto heard = m.Heartbeat(beat);
+  ASSERT_TRUE(heard.ok()) << heard.status();
+  EXPECT_TRUE(heard->reregister());
+  EXPECT_EQ(answered.load(), 0);  // nothing acknowledged before it is stored
+  store.Open();
+  first.join();
+  for (auto& t : more) t.join();
+  EXPECT_EQ(answered.load(), 1 + kMore);
+  EXPECT_EQ(store.batch_sizes(), (std::vector<size_t>{1, kMore}));
+  EXPECT_EQ(m.ListJobs({})->jobs_size(), 1 + kMore);
 }
 
 TEST_F(JobManagerTest, ListWorkersShowsLeasesAndOffline) {

@@ -37,21 +37,28 @@ ftune::v1::JobEvent Event(const std::string& id, int64_t seq) {
   return e;
 }
 
+// One job's change as a batch of its own.
+absl::Status CommitOne(JobStore& store, JobRecord record, std::vector<ftune::v1::JobEvent> events) {
+  StoreBatch batch;
+  batch.jobs.push_back(JobWrite{std::move(record), std::move(events)});
+  return store.Commit(batch);
+}
+
 TEST(SqliteJobStoreTest, CommitsSurviveReopen) {
   const std::string path = DbPath();
   {
     auto store = SqliteJobStore::Open(path);
     ASSERT_TRUE(store.ok()) << store.status();
-    ASSERT_TRUE((*store)->Commit(Record("b", 2), {Event("b", 1)}).ok());
-    ASSERT_TRUE((*store)->Commit(Record("a", 1), {Event("a", 1), Event("a", 2)}).ok());
-    ftune::v1::Worker w;
-    w.set_id("w1");
-    w.add_devices()->set_name("cpu");
-    ASSERT_TRUE((*store)->PutWorker(w).ok());
+    ASSERT_TRUE(CommitOne(**store, Record("b", 2), {Event("b", 1)}).ok());
+    ASSERT_TRUE(CommitOne(**store, Record("a", 1), {Event("a", 1), Event("a", 2)}).ok());
+    StoreBatch workers;
+    workers.workers.emplace_back().set_id("w1");
+    workers.workers.back().add_devices()->set_name("cpu");
+    ASSERT_TRUE((*store)->Commit(workers).ok());
   }
   auto store = SqliteJobStore::Open(path);
   ASSERT_TRUE(store.ok());
-  auto jobs = (*store)->LoadJobs();
+  auto jobs = (*store)->LoadLiveJobs();
   ASSERT_TRUE(jobs.ok());
   ASSERT_EQ(jobs->size(), 2u);
   EXPECT_EQ((*jobs)[0].job.id(), "a");  // queue_seq order
@@ -73,14 +80,36 @@ TEST(SqliteJobStoreTest, CommitsSurviveReopen) {
 
 TEST(SqliteJobStoreTest, DuplicateEventSeqRollsBackTheWholeCommit) {
   auto store = SqliteJobStore::Open(DbPath());
-  ASSERT_TRUE((*store)->Commit(Record("a", 1), {Event("a", 1)}).ok());
+  ASSERT_TRUE(CommitOne(**store, Record("a", 1), {Event("a", 1)}).ok());
   JobRecord changed = Record("a", 1);
   changed.job.set_state(ftune::v1::JOB_STATE_FAILED);
-  EXPECT_FALSE((*store)->Commit(changed, {Event("a", 2), Event("a", 1)}).ok());
-  EXPECT_EQ((*store)->LoadJobs()->at(0).job.state(), ftune::v1::JOB_STATE_RUNNING);
+  // A group commit: a new job, then the duplicate in another job's change, all undone.
+  StoreBatch batch;
+  batch.jobs.push_back(JobWrite{Record("b", 2), {Event("b", 1)}});
+  batch.jobs.push_back(JobWrite{changed, {Event("a", 2), Event("a", 1)}});
+  EXPECT_FALSE((*store)->Commit(batch).ok());
+  ASSERT_EQ((*store)->LoadLiveJobs()->size(), 1u);
+  EXPECT_EQ((*store)->LoadLiveJobs()->at(0).job.state(), ftune::v1::JOB_STATE_RUNNING);
   EXPECT_EQ((*store)->ReadEvents("a", 0, 100)->size(), 1u);
+  EXPECT_TRUE((*store)->ReadEvents("b", 0, 100)->empty());
   // Still usable afterwards.
-  EXPECT_TRUE((*store)->Commit(changed, {Event("a", 2)}).ok());
+  EXPECT_TRUE(CommitOne(**store, changed, {Event("a", 2)}).ok());
+}
+
+TEST(SqliteJobStoreTest, GroupCommitKeepsEveryEventAndTheNewestRecord) {
+  auto store = SqliteJobStore::Open(DbPath());
+  StoreBatch batch;
+  JobRecord first = Record("a", 1);
+  JobRecord second = first;
+  second.job.set_state(ftune::v1::JOB_STATE_SUCCEEDED);
+  batch.jobs.push_back(JobWrite{first, {Event("a", 1), Event("a", 2)}});
+  batch.jobs.push_back(JobWrite{Record("b", 2), {Event("b", 1)}});
+  batch.jobs.push_back(JobWrite{second, {Event("a", 3)}});
+  ASSERT_TRUE((*store)->Commit(batch).ok());
+  EXPECT_EQ((*store)->FindJob("a")->job.state(), ftune::v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ((*store)->LoadLiveJobs()->size(), 1u);  // b
+  EXPECT_EQ((*store)->ReadEvents("a", 0, 100)->size(), 3u);
+  EXPECT_EQ((*store)->ReadEvents("b", 0, 100)->size(), 1u);
 }
 
 TEST(SqliteJobStoreTest, SchemaVersionIsRecordedAndNewerIsRefused) {
@@ -142,6 +171,127 @@ TEST(SqliteJobStoreTest, JobManagerOnSqliteRestoresAfterReopen) {
   EXPECT_EQ(job->state(), ftune::v1::JOB_STATE_CANCELLED);
   EXPECT_EQ(job->last_event_seq(), last_seq);
   EXPECT_EQ(job->error(), "stop");
+}
+
+// What the controller asks of a store once only live jobs stay in its memory, on both
+// stores: lookups, pages of ended jobs, counts, and event retention.
+class StoreContractTest : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    if (GetParam()) {
+      auto sqlite = SqliteJobStore::Open(DbPath());
+      ASSERT_TRUE(sqlite.ok());
+      store_ = std::move(*sqlite);
+    } else {
+      store_ = std::make_unique<MemoryJobStore>();
+    }
+  }
+
+  // Job `id` submitted `queue_seq`-th, in `state`; ended ones at `ended` (Unix seconds).
+  void Put(const std::string& id, int64_t queue_seq, ftune::v1::JobState state, int64_t ended = 0) {
+    JobRecord r = Record(id, queue_seq);
+    r.job.set_state(state);
+    if (ended > 0) r.job.mutable_end_time()->set_seconds(ended);
+    std::vector<ftune::v1::JobEvent> events;
+    for (int64_t seq = 1; seq <= 4; ++seq) events.push_back(Event(id, seq));  // log events
+    events.emplace_back();
+    events.back().set_seq(5);
+    events.back().mutable_eval_result()->set_accuracy(0.5);
+    ASSERT_TRUE(CommitOne(*store_, r, events).ok());
+  }
+
+  std::unique_ptr<JobStore> store_;
+};
+
+TEST_P(StoreContractTest, LooksUpListsAndCountsEndedJobs) {
+  Put("q", 1, ftune::v1::JOB_STATE_QUEUED);
+  Put("s1", 2, ftune::v1::JOB_STATE_SUCCEEDED, 100);
+  Put("f", 3, ftune::v1::JOB_STATE_FAILED, 100);
+  Put("s2", 4, ftune::v1::JOB_STATE_SUCCEEDED, 100);
+  Put("r", 5, ftune::v1::JOB_STATE_RUNNING);
+
+  auto live = store_->LoadLiveJobs();
+  ASSERT_TRUE(live.ok());
+  ASSERT_EQ(live->size(), 2u);
+  EXPECT_EQ((*live)[0].job.id(), "q");
+  EXPECT_EQ((*live)[1].job.id(), "r");
+
+  auto summary = store_->Summarize();
+  ASSERT_TRUE(summary.ok());
+  EXPECT_EQ(summary->max_queue_seq, 5);
+  EXPECT_EQ(summary->ended[ftune::v1::JOB_STATE_SUCCEEDED], 2);
+  EXPECT_EQ(summary->ended[ftune::v1::JOB_STATE_FAILED], 1);
+  EXPECT_EQ(summary->ended.count(ftune::v1::JOB_STATE_QUEUED), 0u);
+
+  EXPECT_EQ(store_->FindJob("f")->job.state(), ftune::v1::JOB_STATE_FAILED);
+  EXPECT_EQ(store_->FindJob("nope").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->FindJobByRequestId("req-s2")->job.id(), "s2");
+  EXPECT_EQ(store_->FindJobByRequestId("req-nope").status().code(), absl::StatusCode::kNotFound);
+
+  auto ids = [](const absl::StatusOr<std::vector<JobRecord>>& jobs) {
+    std::vector<std::string> out;
+    for (const JobRecord& r : *jobs) out.push_back(r.job.id());
+    return out;
+  };
+  using V = std::vector<std::string>;
+  EXPECT_EQ(ids(store_->ListEndedJobs(INT64_MAX, {}, 10)), (V{"s2", "f", "s1"}));
+  EXPECT_EQ(ids(store_->ListEndedJobs(4, {}, 10)), (V{"f", "s1"}));
+  EXPECT_EQ(ids(store_->ListEndedJobs(INT64_MAX, {}, 2)), (V{"s2", "f"}));
+  EXPECT_EQ(ids(store_->ListEndedJobs(INT64_MAX, {ftune::v1::JOB_STATE_SUCCEEDED}, 10)),
+            (V{"s2", "s1"}));
+  EXPECT_TRUE(ids(store_->ListEndedJobs(INT64_MAX, {ftune::v1::JOB_STATE_QUEUED}, 10)).empty());
+}
+
+TEST_P(StoreContractTest, RetentionDropsProgressAndLogsOfJobsEndedBeforeTheCutOff) {
+  Put("old", 1, ftune::v1::JOB_STATE_SUCCEEDED, 1000);
+  Put("new", 2, ftune::v1::JOB_STATE_SUCCEEDED, 5000);
+  Put("live", 3, ftune::v1::JOB_STATE_RUNNING);
+  auto dropped = store_->CompactEvents(absl::FromUnixSeconds(2000), 100);
+  ASSERT_TRUE(dropped.ok()) << dropped.status();
+  EXPECT_EQ(*dropped, 4);
+  auto kept = store_->ReadEvents("old", 0, 100);
+  ASSERT_EQ(kept->size(), 1u);
+  EXPECT_TRUE(kept->at(0).has_eval_result());
+  EXPECT_EQ(store_->ReadEvents("new", 0, 100)->size(), 5u);
+  EXPECT_EQ(store_->ReadEvents("live", 0, 100)->size(), 5u);
+  // Done once: a second pass finds nothing left to do.
+  EXPECT_EQ(*store_->CompactEvents(absl::FromUnixSeconds(2000), 100), 0);
+  // At most max_jobs per pass.
+  Put("a", 4, ftune::v1::JOB_STATE_FAILED, 10);
+  Put("b", 5, ftune::v1::JOB_STATE_CANCELLED, 20);
+  EXPECT_EQ(*store_->CompactEvents(absl::FromUnixSeconds(2000), 1), 4);
+  EXPECT_EQ(*store_->CompactEvents(absl::FromUnixSeconds(2000), 1), 4);
+}
+
+INSTANTIATE_TEST_SUITE_P(Stores, StoreContractTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "Sqlite" : "Memory"; });
+
+// A database written before end times were recorded (schema 1) is migrated, and its ended
+// jobs get their end time from the stored job, so retention applies to them too.
+TEST(SqliteJobStoreTest, MigrationFromSchemaOneFillsInEndTimes) {
+  const std::string path = DbPath();
+  {
+    auto store = SqliteJobStore::Open(path);
+    JobRecord ended = Record("old", 1);
+    ended.job.set_state(ftune::v1::JOB_STATE_SUCCEEDED);
+    ended.job.mutable_end_time()->set_seconds(1000);
+    ASSERT_TRUE(CommitOne(**store, ended, {Event("old", 1)}).ok());
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "DROP INDEX jobs_state_queue_seq; DROP INDEX jobs_end_time; "
+                         "ALTER TABLE jobs DROP COLUMN end_time; "
+                         "ALTER TABLE jobs DROP COLUMN events_compacted; "
+                         "UPDATE schema_version SET version = 1",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  auto store = SqliteJobStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ(*(*store)->SchemaVersion(), 2);
+  EXPECT_EQ(*(*store)->CompactEvents(absl::FromUnixSeconds(2000), 10), 1);
 }
 
 }  // namespace
