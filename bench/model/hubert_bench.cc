@@ -81,6 +81,19 @@ int main(int argc, char** argv) {
         },
         iters);
   }
+  // Served as ftserve serves it: weights converted once (prepare_for_inference), autocast on.
+  model->prepare_for_inference(torch::kBFloat16);
+  for (int batch : {1, 8}) {
+    torch::Tensor x = torch::randn({batch, samples});
+    const int iters = batch == 1 ? iters_b1 : iters_b8;
+    torch::NoGradGuard no_grad;
+    ours["bf16served_b" + std::to_string(batch)] = MedianSeconds(
+        [&] {
+          ftune::model::AutocastGuard autocast(torch::Device(torch::kCPU), true);
+          model->forward(x, {});
+        },
+        iters);
+  }
 
   nlohmann::json ref;
   if (!no_reference) {
@@ -96,7 +109,8 @@ int main(int argc, char** argv) {
 
   std::printf("hubert-base forward, 3 s clip (48000 samples), %d threads, median ms per batch\n", threads);
   std::printf("%-10s %12s %14s %10s %14s\n", "case", "ftune ms", "torchaudio ms", "ratio", "ftune clips/s");
-  for (const char* key : {"fp32_b1", "bf16_b1", "fp32_b8", "bf16_b8"}) {
+  for (const char* key :
+       {"fp32_b1", "bf16_b1", "bf16served_b1", "fp32_b8", "bf16_b8", "bf16served_b8"}) {
     const double ms = ours[key] * 1000;
     const int batch = std::string(key).back() == '8' ? 8 : 1;
     std::string ref_ms = "-", ratio = "-";

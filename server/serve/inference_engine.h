@@ -128,6 +128,7 @@ class InferenceEngine {
   const EngineOptions options_;
   const torch::Device device_;
   bool use_autocast_ = false;
+  torch::Dtype reduced_dtype_ = torch::kBFloat16;  // with use_autocast_
   std::string precision_name_ = "fp32";
   std::map<std::string, std::unique_ptr<Slot>> slots_;
   std::atomic<bool> shut_down_{false};

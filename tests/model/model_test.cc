@@ -257,6 +257,38 @@ TEST_F(ModelTest, Bf16AutocastCloseToFp32) {
   }
 }
 
+// Served at bf16, the weights are converted once instead of cast on every forward pass: the
+// same arithmetic, so the same logits as plain autocast, and no fp32 linear or conv is left.
+TEST_F(ModelTest, PreparedForInferenceEqualsAutocast) {
+  for (HubertConfig config : {*PresetConfig("tiny"), SmallGroupNormConfig()}) {
+    if (config.id2label.empty()) config.id2label = kLabels;
+    torch::manual_seed(12);
+    HubertForSequenceClassification model(config);
+    {
+      torch::NoGradGuard no_grad;
+      model->classifier->weight.normal_(0, 1);
+      model->projector->weight.normal_(0, 0.3);
+    }
+    model->eval();
+    torch::NoGradGuard no_grad;
+    torch::Tensor x = torch::randn({2, 16000});
+    torch::Tensor lengths = torch::tensor({16000, 11000}, torch::kLong);
+    AutocastGuard autocast(torch::Device(torch::kCPU), true);
+    torch::Tensor cast_each_time = model->forward(x, lengths);
+    model->prepare_for_inference(torch::kBFloat16);
+    torch::Tensor prepared = model->forward(x, lengths);
+    EXPECT_EQ(prepared.scalar_type(), torch::kFloat);
+    const double scale = cast_each_time.abs().max().item<double>();
+    EXPECT_LT((prepared - cast_each_time).abs().max().item<double>(), 1e-2 * scale)
+        << config.feat_extract_norm << " autocast " << cast_each_time << " prepared " << prepared;
+    EXPECT_EQ(model->classifier->weight.scalar_type(), torch::kBFloat16);
+    EXPECT_EQ(model->hubert->encoder->layers[0]->attention->q_proj->weight.scalar_type(),
+              torch::kBFloat16);
+    EXPECT_EQ(model->hubert->encoder->pos_conv_embed->conv->folded_weight.scalar_type(),
+              torch::kBFloat16);
+  }
+}
+
 TEST_F(ModelTest, TrainingForwardBackwardWithSpecAugmentAndFreezing) {
   HubertConfig config = SmallGroupNormConfig();
   config.apply_spec_augment = true;

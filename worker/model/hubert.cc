@@ -135,7 +135,17 @@ WeightNormConv1dImpl::WeightNormConv1dImpl(int channels, int kernel, int groups_
 
 torch::Tensor WeightNormConv1dImpl::weight() const { return torch::_weight_norm(weight_v, weight_g, 2); }
 
+void WeightNormConv1dImpl::Fold(torch::Dtype dtype) {
+  torch::NoGradGuard no_grad;
+  folded_weight = weight().to(dtype);
+  folded_bias = bias.to(dtype);
+}
+
 torch::Tensor WeightNormConv1dImpl::forward(const torch::Tensor& x) {
+  if (folded_weight.defined()) {
+    return torch::conv1d(x.to(folded_weight.scalar_type()), folded_weight, folded_bias,
+                         /*stride=*/1, padding, /*dilation=*/1, groups);
+  }
   return torch::conv1d(x, weight(), bias, /*stride=*/1, padding, /*dilation=*/1, groups);
 }
 
@@ -415,6 +425,19 @@ void Freeze(torch::nn::Module& m) {
   for (auto& p : m.parameters()) p.set_requires_grad(false);
 }
 }  // namespace
+
+void HubertForSequenceClassificationImpl::prepare_for_inference(torch::Dtype dtype) {
+  torch::NoGradGuard no_grad;
+  for (const std::shared_ptr<torch::nn::Module>& module : modules()) {
+    if (auto* linear = module->as<torch::nn::Linear>()) {
+      linear->to(dtype);
+    } else if (auto* conv = module->as<torch::nn::Conv1d>()) {
+      conv->to(dtype);
+    } else if (auto* positional = module->as<WeightNormConv1d>()) {
+      positional->Fold(dtype);
+    }
+  }
+}
 
 void HubertForSequenceClassificationImpl::freeze_feature_encoder() { Freeze(*hubert->feature_extractor); }
 

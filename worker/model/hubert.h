@@ -56,9 +56,12 @@ struct WeightNormConv1dImpl : torch::nn::Module {
   WeightNormConv1dImpl(int channels, int kernel, int groups);
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor weight() const;
+  // Inference: computes the weight once, at `dtype`, and uses it from then on.
+  void Fold(torch::Dtype dtype);
 
   torch::Tensor weight_g, weight_v, bias;
   int padding, groups;
+  torch::Tensor folded_weight, folded_bias;  // set by Fold
 };
 TORCH_MODULE(WeightNormConv1d);
 
@@ -158,6 +161,12 @@ class HubertForSequenceClassificationImpl : public torch::nn::Module {
 
   // HF _init_weights for every parameter (fresh model); head_only re-initialises the head.
   void init_weights(bool head_only = false);
+
+  // For serving at a reduced `dtype` (bf16 or fp16) under autocast: the weights and biases of
+  // every linear layer and convolution are converted once (autocast would cast them on every
+  // forward pass, to the same values), and the positional convolution's weight norm is
+  // folded. Norms keep fp32. The model is for inference only afterwards.
+  void prepare_for_inference(torch::Dtype dtype);
 
   const HubertConfig& config() const { return config_; }
   // Replaces the label set; a different count rebuilds the classifier (caller re-initialises).
