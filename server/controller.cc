@@ -5,14 +5,25 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "common/credentials.h"
 #include "common/status_macros.h"
+#include "server/job_api.h"
 
 namespace ftune::server {
+namespace {
+
+// HTTP threads that event streams never take: pages, API calls and /metrics stay answered
+// however many streams are open.
+constexpr int kHttpRequestThreads = 16;
+// Browsers send the token of the pages in this cookie (server/dashboard.h).
+constexpr char kSessionCookie[] = "ftune_token";
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Controller>> Controller::Start(const ControllerConfig& config) {
   const bool has_tokens = !config.tokens_file.empty();
@@ -70,10 +81,13 @@ absl::StatusOr<std::unique_ptr<Controller>> Controller::Start(const ControllerCo
     http.listen = config.http_listen;
     http.tls = config.tls;
     http.tokens = tokens;
-    http.threads = 8;
+    http.cookie_name = kSessionCookie;
+    http.max_streams = std::max(1, config.http_max_streams);
+    http.threads = http.max_streams + kHttpRequestThreads;
     MetricsRegistry* metrics = &c->metrics_;
-    ASSIGN_OR_RETURN(
-        c->http_, HttpServer::Start(http, {MetricsRoute([metrics] { return metrics->Render(); })}));
+    std::vector<HttpRoute> routes = JobApiRoutes(c->manager_.get());
+    routes.push_back(MetricsRoute([metrics] { return metrics->Render(); }));
+    ASSIGN_OR_RETURN(c->http_, HttpServer::Start(http, std::move(routes)));
   }
   c->sweeper_ = std::thread([raw = c.get()] { raw->SweepLoop(); });
   return c;

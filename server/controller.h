@@ -1,6 +1,6 @@
 // ftcontroller assembled: SQLite store under the data dir, job manager, gRPC services with
 // TLS and tokens, the sweeper thread that expires leases, and (with http_listen) an HTTP
-// server for /metrics. main() and the tests build it the same way.
+// server for /metrics and the REST job API. main() and the tests build it the same way.
 #pragma once
 
 #include <condition_variable>
@@ -34,8 +34,13 @@ struct ControllerConfig {
   std::string tokens_file;
   bool allow_insecure = false;
   int max_message_bytes = 64 << 20;
-  // host:port of the HTTP server (GET /metrics, same TLS and tokens); empty = none.
+  // host:port of the HTTP server (GET /metrics, the REST job API of server/job_api.h; same TLS
+  // and tokens); empty = none.
   std::string http_listen;
+  // Event streams (SSE) served at once. Each holds an HTTP thread for its life, so the server
+  // has this many threads plus kHttpRequestThreads kept for everything else; more streams get
+  // 503 with Retry-After.
+  int http_max_streams = 32;
   // How often the sweeper looks for expired leases and long polls.
   absl::Duration sweep_interval = absl::Milliseconds(200);
 };
