@@ -515,7 +515,9 @@ const char* const kLiveScript = R"js(
   if (body.dataset.terminal !== 'true') {
     source = new EventSource('/api/v1/jobs/' + encodeURIComponent(id) + '/events?after_seq=' + seq);
     source.onopen = () => say('live');
-    source.onmessage = soon;
+    // The seqs the stream delivered, in order: what tests (and curious people) check resumes.
+    window.ftuneStreamSeqs = [];
+    source.onmessage = (event) => { window.ftuneStreamSeqs.push(Number(event.lastEventId)); soon(); };
     source.addEventListener('end', () => { source.close(); refresh(); });
     source.addEventListener('error', () => say('reconnecting…'));
   }

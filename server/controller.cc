@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/credentials.h"
 #include "common/status_macros.h"
+#include "server/dashboard.h"
 #include "server/job_api.h"
 
 namespace ftune::server {
@@ -20,8 +21,6 @@ namespace {
 // HTTP threads that event streams never take: pages, API calls and /metrics stay answered
 // however many streams are open.
 constexpr int kHttpRequestThreads = 16;
-// Browsers send the token of the pages in this cookie (server/dashboard.h).
-constexpr char kSessionCookie[] = "ftune_token";
 
 }  // namespace
 
@@ -81,12 +80,21 @@ absl::StatusOr<std::unique_ptr<Controller>> Controller::Start(const ControllerCo
     http.listen = config.http_listen;
     http.tls = config.tls;
     http.tokens = tokens;
+    DashboardOptions dashboard;
+    dashboard.tokens = tokens;
+    dashboard.secure_cookie = config.tls.enabled();
+    c->dashboard_ = std::make_unique<Dashboard>(c->manager_.get(), dashboard);
     http.cookie_name = kSessionCookie;
+    http.page_error = [raw = c->dashboard_.get()](const HttpRequest& request,
+                                                  const absl::Status& status) {
+      return raw->PageError(request, status);
+    };
     http.max_streams = std::max(1, config.http_max_streams);
     http.threads = http.max_streams + kHttpRequestThreads;
     MetricsRegistry* metrics = &c->metrics_;
     std::vector<HttpRoute> routes = JobApiRoutes(c->manager_.get());
     routes.push_back(MetricsRoute([metrics] { return metrics->Render(); }));
+    for (HttpRoute& route : c->dashboard_->Routes()) routes.push_back(std::move(route));
     ASSIGN_OR_RETURN(c->http_, HttpServer::Start(http, std::move(routes)));
   }
   c->sweeper_ = std::thread([raw = c.get()] { raw->SweepLoop(); });
@@ -122,6 +130,7 @@ void Controller::Shutdown(absl::Duration drain) {
 Controller::~Controller() {
   Shutdown(absl::ZeroDuration());
   http_.reset();
+  dashboard_.reset();
   server_.reset();
   job_service_.reset();
   worker_service_.reset();

@@ -57,23 +57,9 @@ absl::Status RequireJsonBody(const HttpRequest& request) {
 }
 
 HttpResponse ListJobs(JobManager* manager, const HttpRequest& request) {
-  v1::ListJobsRequest list;
-  if (auto it = request.query.find("state"); it != request.query.end()) {
-    for (absl::string_view name : absl::StrSplit(it->second, ',', absl::SkipWhitespace())) {
-      // As ftctl takes it (running) or as the JSON spells it (JOB_STATE_RUNNING).
-      if (absl::StartsWithIgnoreCase(name, "JOB_STATE_")) name.remove_prefix(10);
-      absl::StatusOr<v1::JobState> state = ParseJobState(std::string(name));
-      if (!state.ok()) return ErrorResponse(state.status());
-      list.add_states(*state);
-    }
-  }
-  absl::StatusOr<int64_t> limit = IntParam(request, "limit", 50, 1, kMaxPage);
-  if (!limit.ok()) return ErrorResponse(limit.status());
-  list.set_page_size(static_cast<uint32_t>(*limit));
-  if (auto it = request.query.find("page_token"); it != request.query.end()) {
-    list.set_page_token(it->second);
-  }
-  return JsonOrError(manager->ListJobs(list));
+  absl::StatusOr<v1::ListJobsRequest> list = ListJobsQuery(request);
+  if (!list.ok()) return ErrorResponse(list.status());
+  return JsonOrError(manager->ListJobs(*list));
 }
 
 HttpResponse SubmitJob(JobManager* manager, const HttpRequest& request) {
@@ -136,6 +122,11 @@ class EventStream final : public HttpBodyStream {
   ~EventStream() override { watch_->Close(); }
 
   bool Next(std::string* out) override {
+    if (first_) {
+      // A browser reconnects this soon after the stream breaks (its default is 3 s).
+      absl::StrAppend(out, "retry: 1000\n\n");
+      first_ = false;
+    }
     for (;;) {
       if (wake_->Reset()) {
         absl::StrAppend(out, ErrorFrame(absl::UnavailableError(absl::StrCat(
@@ -206,6 +197,7 @@ class EventStream final : public HttpBodyStream {
   const std::shared_ptr<Watch> watch_;
   const std::shared_ptr<Wake> wake_;
   const absl::Duration keep_alive_;
+  bool first_ = true;
 };
 
 absl::StatusOr<HttpResponse> Events(JobManager* manager, const JobApiOptions& options,
@@ -253,6 +245,23 @@ HttpHandler Handler(std::function<absl::StatusOr<HttpResponse>(const HttpRequest
 }
 
 }  // namespace
+
+absl::StatusOr<v1::ListJobsRequest> ListJobsQuery(const HttpRequest& request) {
+  v1::ListJobsRequest list;
+  if (auto it = request.query.find("state"); it != request.query.end()) {
+    for (absl::string_view name : absl::StrSplit(it->second, ',', absl::SkipWhitespace())) {
+      if (absl::StartsWithIgnoreCase(name, "JOB_STATE_")) name.remove_prefix(10);
+      ASSIGN_OR_RETURN(const v1::JobState state, ParseJobState(std::string(name)));
+      list.add_states(state);
+    }
+  }
+  ASSIGN_OR_RETURN(const int64_t limit, IntParam(request, "limit", 50, 1, kMaxPage));
+  list.set_page_size(static_cast<uint32_t>(limit));
+  if (auto it = request.query.find("page_token"); it != request.query.end()) {
+    list.set_page_token(it->second);
+  }
+  return list;
+}
 
 absl::StatusOr<std::vector<v1::JobEvent>> ReadJobEvents(JobManager* manager,
                                                        const std::string& job_id,

@@ -33,6 +33,10 @@ struct JobApiOptions {
 // `manager` must outlive the server the routes are installed in.
 std::vector<HttpRoute> JobApiRoutes(JobManager* manager, JobApiOptions options = {});
 
+// The ListJobs request a query asks for: state (names as ftctl takes them or as the JSON
+// spells them, comma separated), limit (1..1000, default 50) and page_token.
+absl::StatusOr<ftune::v1::ListJobsRequest> ListJobsQuery(const HttpRequest& request);
+
 // The events of `job_id` with after_seq < seq <= after_seq + limit, from the replay of a
 // watch (the store's order).
 absl::StatusOr<std::vector<ftune::v1::JobEvent>> ReadJobEvents(JobManager* manager,

@@ -4,20 +4,14 @@
 // the server, and the bound on open streams.
 #include <gtest/gtest.h>
 
-#include <fstream>
 #include <thread>
 
 #include "absl/strings/match.h"
-#include "absl/synchronization/notification.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "google/protobuf/util/json_util.h"
+#include "absl/synchronization/notification.h"
 #include "nlohmann/json.hpp"
-#include "server/controller.h"
-#include "tests/server/fake_worker.h"
-#include "tests/server/test_util.h"
-#include "tests/support/http_client.h"
-#include "tests/support/process.h"
+#include "tests/server/http_fixture.h"
 
 namespace ftune::server {
 namespace {
@@ -28,77 +22,13 @@ using ftune::testing::ReadEventStream;
 using ftune::testing::SseEvent;
 using nlohmann::json;
 using testing::FakeWorker;
+using testing::kClientToken;
+using testing::kWorkerToken;
+using JobApiTest = testing::ControllerHttpTest;
 
-constexpr char kClientToken[] = "client-token-0123";
-constexpr char kWorkerToken[] = "worker-token-4567";
-
-class JobApiTest : public ::testing::Test {
- protected:
-  void SetUp() override { dir_ = ftune::testing::MakeTempDir("job_api"); }
-
-  void StartController(bool tokens = true, int max_streams = 32) {
-    ControllerConfig config;
-    config.listen = "127.0.0.1:0";
-    config.http_listen = "127.0.0.1:0";
-    config.http_max_streams = max_streams;
-    config.data_dir = dir_ + "/data";
-    if (tokens) {
-      config.tokens_file = dir_ + "/tokens";
-      std::ofstream(config.tokens_file)
-          << "client " << kClientToken << "\nworker " << kWorkerToken << "\n";
-      std::ofstream(dir_ + "/worker.token") << kWorkerToken << "\n";
-    }
-    auto controller = Controller::Start(config);
-    ASSERT_TRUE(controller.ok()) << controller.status();
-    controller_ = std::move(*controller);
-    http_ = controller_->http_server()->address();
-    ChannelOptions channel;
-    channel.address = controller_->address();
-    if (tokens) channel.token_file = dir_ + "/worker.token";
-    auto made = MakeChannel(channel);
-    ASSERT_TRUE(made.ok()) << made.status();
-    worker_ = std::make_unique<FakeWorker>(*made, "w1");
-    ASSERT_TRUE(worker_->Register().ok());
-  }
-
-  std::map<std::string, std::string> Auth() const {
-    return {{"Authorization", absl::StrCat("Bearer ", kClientToken)}};
-  }
-
-  HttpReply Call(const std::string& method, const std::string& path, const std::string& body = "",
-                 std::map<std::string, std::string> headers = {}) {
-    if (headers.empty()) headers = Auth();
-    auto reply = HttpCall(http_, method, path, headers, body);
-    EXPECT_TRUE(reply.ok()) << reply.status();
-    return reply.ok() ? *reply : HttpReply{};
-  }
-
-  // Submits a valid spec over REST; the new job's id.
-  std::string Submit(const std::string& name) {
-    std::string spec;
-    (void)google::protobuf::util::MessageToJsonString(testing::ValidSpec(name), &spec);
-    HttpReply reply = Call("POST", "/api/v1/jobs", spec);
-    EXPECT_EQ(reply.status, 201) << reply.body;
-    return json::parse(reply.body, nullptr, false).value("/job/id"_json_pointer, "");
-  }
-
-  // A running job with events 1..`progress`+3: queued, assigned, running, then progress.
-  std::string RunningJob(int progress) {
-    const std::string id = Submit("run");
-    EXPECT_EQ(worker_->Acquire().value_or(""), id);
-    EXPECT_TRUE(worker_->Report(FakeWorker::Progress(1, progress, 100)).ok());
-    return id;
-  }
-
-  std::string EventsPath(const std::string& id, int64_t after_seq) {
-    return absl::StrCat("/api/v1/jobs/", id, "/events?after_seq=", after_seq);
-  }
-
-  std::string dir_;
-  std::unique_ptr<Controller> controller_;
-  std::string http_;
-  std::unique_ptr<FakeWorker> worker_;
-};
+std::string EventsPath(const std::string& id, int64_t after_seq) {
+  return absl::StrCat("/api/v1/jobs/", id, "/events?after_seq=", after_seq);
+}
 
 int64_t Seq(const SseEvent& event) {
   int64_t seq = -1;
@@ -278,8 +208,12 @@ TEST_F(JobApiTest, EventStreamReplaysThenFollowsLiveToTheEnd) {
     EXPECT_EQ(event["job_id"], id);
     seqs.push_back(Seq(e));
     // At the end of the replay, the worker goes on: these arrive live.
-    if (Seq(e) == 8) EXPECT_TRUE(worker_->Report(FakeWorker::Progress(6, 8, 100)).ok());
-    if (Seq(e) == 11) EXPECT_TRUE(worker_->Complete(ftune::v1::JOB_OUTCOME_SUCCEEDED).ok());
+    if (Seq(e) == 8) {
+      EXPECT_TRUE(worker_->Report(FakeWorker::Progress(6, 8, 100)).ok());
+    }
+    if (Seq(e) == 11) {
+      EXPECT_TRUE(worker_->Complete(ftune::v1::JOB_OUTCOME_SUCCEEDED).ok());
+    }
     return true;
   });
   ASSERT_TRUE(status.ok()) << status.status();
@@ -353,7 +287,7 @@ TEST_F(JobApiTest, ShutdownEndsOpenStreams) {
 // Streams hold a thread each, so only http_max_streams are admitted; the rest of the API is
 // still answered while they are open.
 TEST_F(JobApiTest, OpenStreamsAreBoundedAndLeaveRequestThreads) {
-  StartController(/*tokens=*/true, /*max_streams=*/1);
+  StartController(/*tokens=*/true, [](ControllerConfig* c) { c->http_max_streams = 1; });
   const std::string id = RunningJob(1);
   std::thread reader([&] {
     auto status = ReadEventStream(http_, EventsPath(id, 0), Auth(), [](const SseEvent& e) {
