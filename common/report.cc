@@ -291,9 +291,8 @@ std::string StateLabel(ftune::v1::JobState state) {
 void JobReport::Add(const JobEvent& e) {
   last_seq_ = std::max(last_seq_, e.seq());
   auto history = [this, &e](const std::string& what, const std::string& detail) {
-    history_.push_back(absl::StrCat("<tr><td>", FormatTime(e.time()), "</td><td>",
-                                    HtmlEscape(what), "</td><td>", HtmlEscape(detail),
-                                    "</td></tr>\n"));
+    history_.push_back(absl::StrCat("<tr><td>", FormatTime(e.time()), "</td><td>", HtmlEscape(what),
+                                    "</td><td>", HtmlEscape(detail), "</td></tr>\n"));
     if (history_.size() > kMaxHistoryRows) {
       history_.pop_front();
       ++history_dropped_;
@@ -362,8 +361,8 @@ std::string JobReport::Progress(const ftune::v1::Job& job) const {
   if (total <= 0) return "<p class=sub>not started</p>\n";
   const double share = std::clamp(static_cast<double>(step) / total, 0.0, 1.0);
   std::string eta;
-  const bool running = job.state() == ftune::v1::JOB_STATE_RUNNING ||
-                       job.state() == ftune::v1::JOB_STATE_ASSIGNED;
+  const bool running =
+      job.state() == ftune::v1::JOB_STATE_RUNNING || job.state() == ftune::v1::JOB_STATE_ASSIGNED;
   if (running && last_progress_ && last_progress_->eta_seconds() > 0) {
     eta = absl::StrCat(" · ETA ", FormatSeconds(last_progress_->eta_seconds()));
   }
@@ -374,11 +373,10 @@ std::string JobReport::Progress(const ftune::v1::Job& job) const {
 }
 
 std::string JobReport::Charts() const {
-  return absl::StrCat("<div class=charts>\n",
-                      LineChartSvg("Loss", "optimizer step", {loss_, eval_loss_}, true),
-                      LineChartSvg("Learning rate", "optimizer step", {lr_}, true),
-                      LineChartSvg("Evaluation", "optimizer step", {accuracy_, macro_f1_}, true),
-                      "</div>\n");
+  return absl::StrCat(
+      "<div class=charts>\n", LineChartSvg("Loss", "optimizer step", {loss_, eval_loss_}, true),
+      LineChartSvg("Learning rate", "optimizer step", {lr_}, true),
+      LineChartSvg("Evaluation", "optimizer step", {accuracy_, macro_f1_}, true), "</div>\n");
 }
 
 std::string JobReport::Evaluation() const {
@@ -391,8 +389,8 @@ std::string JobReport::Evaluation() const {
       "</p><div class=cols><div>\n", ConfusionMatrixSvg(labels, counts), "</div><div>\n",
       "<table><tr><th>label</th><th>recall</th></tr>\n");
   for (int i = 0; i < shown->labels_size() && i < shown->per_class_recall_size(); ++i) {
-    absl::StrAppend(&html, Row(shown->labels(i),
-                               absl::StrFormat("%.1f%%", 100 * shown->per_class_recall(i))));
+    absl::StrAppend(
+        &html, Row(shown->labels(i), absl::StrFormat("%.1f%%", 100 * shown->per_class_recall(i))));
   }
   absl::StrAppend(&html, "</table>\n<table>",
                   Row("accuracy", absl::StrFormat("%.2f%%", 100 * shown->accuracy())),
@@ -429,9 +427,9 @@ std::string JobReport::Dataset() const {
       Row("layout / split", absl::StrCat(d.layout(), " / ", d.split())),
       Row("files", absl::StrCat(d.usable_files(), " usable of ", d.total_files())),
       Row("train / eval", absl::StrCat(d.train_files(), " / ", d.eval_files())),
-      Row("duration", absl::StrFormat("%.2f s min, %.2f s median, %.2f s max, %.1f min total",
-                                      d.min_seconds(), d.median_seconds(), d.max_seconds(),
-                                      d.total_seconds() / 60)),
+      Row("duration",
+          absl::StrFormat("%.2f s min, %.2f s median, %.2f s max, %.1f min total", d.min_seconds(),
+                          d.median_seconds(), d.max_seconds(), d.total_seconds() / 60)),
       Row("eval speakers", absl::StrJoin(d.eval_speakers(), ", ")), "</table></div>\n", "<div>",
       CountsTable("class", "clips", d.classes()), "</div>\n", "<div>",
       CountsTable("speaker", "clips", d.speakers()), "</div></div>\n");
@@ -461,9 +459,9 @@ namespace {
 // The sections every job page has, by element id.
 std::vector<std::pair<std::string, std::string>> Sections(const ftune::v1::Job& job,
                                                           const JobReport& report) {
-  return {{"sec-cards", report.Cards(job)},           {"sec-progress", report.Progress(job)},
-          {"sec-charts", report.Charts()},            {"sec-evaluation", report.Evaluation()},
-          {"sec-checkpoints", report.Checkpoints()},  {"sec-dataset", report.Dataset()},
+  return {{"sec-cards", report.Cards(job)},          {"sec-progress", report.Progress(job)},
+          {"sec-charts", report.Charts()},           {"sec-evaluation", report.Evaluation()},
+          {"sec-checkpoints", report.Checkpoints()}, {"sec-dataset", report.Dataset()},
           {"sec-history", report.History()}};
 }
 
@@ -574,8 +572,7 @@ std::string EventLogRows(const std::vector<JobEvent>& events) {
         const auto& p = e.train_progress();
         kind = "progress";
         detail = absl::StrFormat("step %d/%d loss %.4f lr %.3g %.1f samples/s", p.step(),
-                                 p.total_steps(), p.loss(), p.learning_rate(),
-                                 p.samples_per_sec());
+                                 p.total_steps(), p.loss(), p.learning_rate(), p.samples_per_sec());
         break;
       }
       case JobEvent::kEvalResult: {
@@ -609,10 +606,10 @@ std::string RenderJobPage(const ftune::v1::Job& job, const JobReport& report,
                           const PageOptions& options) {
   const std::string state = StateLabel(job.state());
   const std::string name = job.spec().name().empty() ? job.id() : job.spec().name();
-  std::string html = absl::StrCat(
-      "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>\n<title>ftune ",
-      options.live ? "job" : "report", ": ", HtmlEscape(name), "</title>\n<style>", kStyle,
-      "</style></head>");
+  std::string html =
+      absl::StrCat("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>\n<title>ftune ",
+                   options.live ? "job" : "report", ": ", HtmlEscape(name), "</title>\n<style>",
+                   kStyle, "</style></head>");
   if (options.live) {
     // Events before this one are the earliest the page's log holds (see EventLogRows).
     absl::StrAppend(&html, "<body data-job=\"", HtmlEscape(job.id()), "\" data-seq=\"",
@@ -624,8 +621,8 @@ std::string RenderJobPage(const ftune::v1::Job& job, const JobReport& report,
   } else {
     html += "<body>\n";
   }
-  absl::StrAppend(&html, "<h1>", HtmlEscape(name), " <span id=state class=\"state-", state,
-                  "\">", state, "</span>");
+  absl::StrAppend(&html, "<h1>", HtmlEscape(name), " <span id=state class=\"state-", state, "\">",
+                  state, "</span>");
   if (options.live && options.can_cancel && !IsTerminal(job.state())) {
     absl::StrAppend(&html, " <button id=cancel class=danger>cancel</button>");
   }

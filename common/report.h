@@ -87,8 +87,8 @@ inline constexpr int kEventLogPage = 100;
 
 struct PageOptions {
   // The dashboard's page: links to the other pages, the live script, a paginated event log
-  // (`event_rows`: the newest kEventLogPage rows, newest first, from EventLogRows) and, with can_cancel, a cancel button.
-  // Off: the self-contained file of `ftctl report`.
+  // (`event_rows`: the newest kEventLogPage rows, newest first, from EventLogRows) and, with
+  // can_cancel, a cancel button. Off: the self-contained file of `ftctl report`.
   bool live = false;
   bool can_cancel = false;
   std::string event_rows;

@@ -97,8 +97,8 @@ std::string SafeNext(const std::string& next) {
 // Cookie values cannot hold spaces, quotes, commas, semicolons or backslashes.
 bool CookieSafe(const std::string& token) {
   return !token.empty() && std::all_of(token.begin(), token.end(), [](char c) {
-    return absl::ascii_isgraph(static_cast<unsigned char>(c)) && c != '"' && c != ',' &&
-           c != ';' && c != '\\';
+    return absl::ascii_isgraph(static_cast<unsigned char>(c)) && c != '"' && c != ',' && c != ';' &&
+           c != '\\';
   });
 }
 
@@ -195,10 +195,9 @@ absl::StatusOr<std::string> Dashboard::WithReport(
     slot->used = ++clock_;
     cached = slot;
     if (reports_.size() > options_.cached_reports) {
-      auto oldest = std::min_element(reports_.begin(), reports_.end(), [](const auto& a,
-                                                                          const auto& b) {
-        return a.second->used < b.second->used;
-      });
+      auto oldest = std::min_element(
+          reports_.begin(), reports_.end(),
+          [](const auto& a, const auto& b) { return a.second->used < b.second->used; });
       reports_.erase(oldest);  // never the one just used
     }
   }
@@ -218,8 +217,9 @@ absl::StatusOr<std::string> Dashboard::WithReport(
 absl::StatusOr<std::vector<v1::JobEvent>> Dashboard::EventPage(const std::string& job_id,
                                                                int64_t before_seq) const {
   const int64_t after = std::max<int64_t>(0, before_seq - 1 - kEventLogPage);
-  ASSIGN_OR_RETURN(std::vector<v1::JobEvent> events,
-                   ReadJobEvents(manager_, job_id, after, static_cast<int>(before_seq - 1 - after)));
+  ASSIGN_OR_RETURN(
+      std::vector<v1::JobEvent> events,
+      ReadJobEvents(manager_, job_id, after, static_cast<int>(before_seq - 1 - after)));
   return Reversed(std::move(events));
 }
 
@@ -308,16 +308,15 @@ absl::StatusOr<HttpResponse> Dashboard::WorkersPage(const HttpRequest& request) 
     std::string state = v1::WorkerState_Name(worker.state());
     if (absl::StartsWith(state, "WORKER_STATE_")) state = state.substr(13);
     const absl::Time beat = absl::FromUnixSeconds(worker.last_heartbeat_time().seconds());
-    absl::StrAppend(&html, "<tr><td>", HtmlEscape(worker.id()), "</td><td>",
-                    HtmlEscape(worker.host()), "</td><td>", state, "</td><td>",
-                    absl::StrJoin(devices, "<br>"), "</td><td>",
-                    jobs.empty() ? "-" : absl::StrJoin(jobs, "<br>"), "</td><td>",
-                    FormatTime(worker.last_heartbeat_time()),
-                    worker.last_heartbeat_time().seconds() > 0
-                        ? absl::StrCat(" (", FormatSeconds(absl::ToDoubleSeconds(now - beat)),
-                                       " ago)")
-                        : "",
-                    "</td></tr>\n");
+    absl::StrAppend(
+        &html, "<tr><td>", HtmlEscape(worker.id()), "</td><td>", HtmlEscape(worker.host()),
+        "</td><td>", state, "</td><td>", absl::StrJoin(devices, "<br>"), "</td><td>",
+        jobs.empty() ? "-" : absl::StrJoin(jobs, "<br>"), "</td><td>",
+        FormatTime(worker.last_heartbeat_time()),
+        worker.last_heartbeat_time().seconds() > 0
+            ? absl::StrCat(" (", FormatSeconds(absl::ToDoubleSeconds(now - beat)), " ago)")
+            : "",
+        "</td></tr>\n");
   }
   if (workers.empty()) html += "<tr><td colspan=6 class=sub>no workers</td></tr>\n";
   html += "</table>\n";
@@ -328,8 +327,9 @@ absl::StatusOr<HttpResponse> Dashboard::WorkersPage(const HttpRequest& request) 
 
 HttpResponse Dashboard::LoginPage(const HttpRequest& request) const {
   if (!authorizer_.enabled()) {
-    return Html(Page("login", "<h1>No token needed</h1><p>This controller runs without "
-                              "tokens. <a href=\"/\">Go to the jobs.</a></p>"));
+    return Html(Page("login",
+                     "<h1>No token needed</h1><p>This controller runs without "
+                     "tokens. <a href=\"/\">Go to the jobs.</a></p>"));
   }
   return PageError(request, absl::UnauthenticatedError("enter a token to see the dashboard"));
 }
@@ -370,9 +370,9 @@ HttpResponse Dashboard::Login(const HttpRequest& request) const {
   response.headers.emplace_back("Location", next);
   if (authorizer_.enabled()) {
     response.headers.emplace_back(
-        "Set-Cookie", absl::StrCat(kSessionCookie, "=", token,
-                                   "; Path=/; HttpOnly; SameSite=Strict",
-                                   options_.secure_cookie ? "; Secure" : ""));
+        "Set-Cookie",
+        absl::StrCat(kSessionCookie, "=", token, "; Path=/; HttpOnly; SameSite=Strict",
+                     options_.secure_cookie ? "; Secure" : ""));
   }
   return response;
 }

@@ -141,8 +141,8 @@ class EventStream final : public HttpBodyStream {
           if (out->size() >= kStreamPieceBytes) return true;
           continue;
         case Watch::Kind::kDone:
-          absl::StrAppend(out, next.status.ok() ? "event: end\ndata: {}\n\n"
-                                                : ErrorFrame(next.status));
+          absl::StrAppend(out,
+                          next.status.ok() ? "event: end\ndata: {}\n\n" : ErrorFrame(next.status));
           return false;
         case Watch::Kind::kWait:
           break;
@@ -264,8 +264,8 @@ absl::StatusOr<v1::ListJobsRequest> ListJobsQuery(const HttpRequest& request) {
 }
 
 absl::StatusOr<std::vector<v1::JobEvent>> ReadJobEvents(JobManager* manager,
-                                                       const std::string& job_id,
-                                                       int64_t after_seq, int limit) {
+                                                        const std::string& job_id,
+                                                        int64_t after_seq, int limit) {
   ASSIGN_OR_RETURN(std::shared_ptr<Watch> watch, manager->WatchJob(job_id, after_seq, [] {}));
   std::vector<v1::JobEvent> events;
   absl::Status status;

@@ -40,7 +40,7 @@ absl::StatusOr<ftune::v1::ListJobsRequest> ListJobsQuery(const HttpRequest& requ
 // The events of `job_id` with after_seq < seq <= after_seq + limit, from the replay of a
 // watch (the store's order).
 absl::StatusOr<std::vector<ftune::v1::JobEvent>> ReadJobEvents(JobManager* manager,
-                                                              const std::string& job_id,
-                                                              int64_t after_seq, int limit);
+                                                               const std::string& job_id,
+                                                               int64_t after_seq, int limit);
 
 }  // namespace ftune::server

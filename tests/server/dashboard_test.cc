@@ -86,9 +86,9 @@ TEST_F(DashboardTest, PagesWithoutATokenAreRefusedAndLoginSetsASessionCookie) {
   HttpReply worker =
       Call("POST", "/login", absl::StrCat("token=", kWorkerToken), {{"Accept", "*/*"}}, form);
   EXPECT_EQ(worker.status, 403);
-  HttpReply ok = Call("POST", "/login",
-                      absl::StrCat("token=", kClientToken, "&next=%2Fjobs%2F", id),
-                      {{"Accept", "*/*"}}, form);
+  HttpReply ok =
+      Call("POST", "/login", absl::StrCat("token=", kClientToken, "&next=%2Fjobs%2F", id),
+           {{"Accept", "*/*"}}, form);
   EXPECT_EQ(ok.status, 303);
   EXPECT_EQ(ok.Header("Location"), "/jobs/" + id);
   EXPECT_EQ(ok.Header("Set-Cookie"),
@@ -183,8 +183,8 @@ TEST_F(DashboardTest, AJobWith100kEventsGivesASmallPage) {
   EXPECT_LT(page.body.size(), 300u << 10);
   std::smatch points;
   const std::string body = page.body;
-  ASSERT_TRUE(std::regex_search(body, points,
-                                std::regex("stroke=\"#0969da\" stroke-width=\"2\" points=\"([^\"]*)")));
+  ASSERT_TRUE(std::regex_search(
+      body, points, std::regex("stroke=\"#0969da\" stroke-width=\"2\" points=\"([^\"]*)")));
   EXPECT_LE(Count(points[1].str(), ","), 1000);
   EXPECT_GE(Count(points[1].str(), ","), 990);
   EXPECT_EQ(Count(page.body, "<td>progress</td>"), 100);
@@ -206,14 +206,14 @@ TEST_F(DashboardTest, ChromiumFollowsTheRunningJobResumesAndCancels) {
 
   // No token: the sign-in form, not the job.
   ASSERT_TRUE(page.Navigate(url).ok());
-  ASSERT_TRUE(page.WaitFor("document.querySelector('form input[name=token]') !== null",
-                           absl::Seconds(10))
-                  .ok());
+  ASSERT_TRUE(
+      page.WaitFor("document.querySelector('form input[name=token]') !== null", absl::Seconds(10))
+          .ok());
   EXPECT_EQ(page.Evaluate("document.querySelectorAll('svg').length").value_or(-1), 0);
-  ASSERT_TRUE(page.Evaluate(absl::StrCat("document.querySelector('input[name=token]').value = '",
-                                         kClientToken,
-                                         "'; document.querySelector('form').submit(); true"))
-                  .ok());
+  ASSERT_TRUE(
+      page.Evaluate(absl::StrCat("document.querySelector('input[name=token]').value = '",
+                                 kClientToken, "'; document.querySelector('form').submit(); true"))
+          .ok());
   absl::Status signed_in =
       page.WaitFor(absl::StrCat("location.href === '", url,
                                 "' && document.getElementById('sec-charts') !== null && "
@@ -235,8 +235,7 @@ TEST_F(DashboardTest, ChromiumFollowsTheRunningJobResumesAndCancels) {
                            ".includes('/out/run/step-20')",
                            absl::Seconds(30))
                   .ok());
-  EXPECT_EQ(page.Evaluate("document.querySelector('#log-rows td').textContent").value_or(""),
-            "25");
+  EXPECT_EQ(page.Evaluate("document.querySelector('#log-rows td').textContent").value_or(""), "25");
 
   // A burst overflows the stream's queue: the server ends it, the browser reconnects with
   // Last-Event-ID, and the stream goes on exactly after the last event it had.
@@ -253,9 +252,9 @@ TEST_F(DashboardTest, ChromiumFollowsTheRunningJobResumesAndCancels) {
 
   // Reload: the page comes back with everything and follows from where it stands.
   ASSERT_TRUE(page.Reload().ok());
-  ASSERT_TRUE(page.WaitFor("document.getElementById('live').textContent === 'live'",
-                           absl::Seconds(30))
-                  .ok());
+  ASSERT_TRUE(
+      page.WaitFor("document.getElementById('live').textContent === 'live'", absl::Seconds(30))
+          .ok());
   EXPECT_EQ(page.Evaluate(loss_points).value_or(-1), 50);
   ASSERT_TRUE(worker_->Report(FakeWorker::Progress(51, 51, 100)).ok());
   ASSERT_TRUE(page.WaitFor(absl::StrCat(loss_points, " === 51"), absl::Seconds(30)).ok());
@@ -268,8 +267,7 @@ TEST_F(DashboardTest, ChromiumFollowsTheRunningJobResumesAndCancels) {
   ASSERT_TRUE(page.WaitFor("document.getElementById('state').textContent === 'CANCELLING'",
                            absl::Seconds(30))
                   .ok());
-  EXPECT_EQ(json::parse(Call("GET", "/api/v1/jobs/" + id).body)["state"],
-            "JOB_STATE_CANCELLING");
+  EXPECT_EQ(json::parse(Call("GET", "/api/v1/jobs/" + id).body)["state"], "JOB_STATE_CANCELLING");
   ASSERT_EQ(worker_->Heartbeat().value_or(ftune::v1::LEASE_VERDICT_OK),
             ftune::v1::LEASE_VERDICT_CANCEL);
   ASSERT_TRUE(worker_->Complete(ftune::v1::JOB_OUTCOME_CANCELLED).ok());

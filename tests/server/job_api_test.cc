@@ -171,9 +171,9 @@ TEST_F(JobApiTest, TokensAndScopesAsOverGrpc) {
   EXPECT_EQ(none.status, 401);
   EXPECT_EQ(none.Header("WWW-Authenticate"), "Bearer");
   EXPECT_EQ(Call("GET", path, "", {{"Authorization", "Bearer wrong"}}).status, 401);
-  EXPECT_EQ(Call("GET", path, "", {{"Authorization", absl::StrCat("Bearer ", kWorkerToken)}})
-                .status,
-            403);
+  EXPECT_EQ(
+      Call("GET", path, "", {{"Authorization", absl::StrCat("Bearer ", kWorkerToken)}}).status,
+      403);
   EXPECT_EQ(Call("GET", path).status, 200);
   EXPECT_EQ(Call("GET", "/api/v1/workers", "", {{"Accept", "*/*"}}).status, 401);
   EXPECT_EQ(Call("GET", "/api/v1/jobs/x/events", "", {{"Accept", "*/*"}}).status, 401);
@@ -246,9 +246,8 @@ TEST_F(JobApiTest, LastEventIdResumesExactlyAndPagesLookBack) {
               }).ok());
   EXPECT_EQ(resumed, (std::vector<int64_t>{7, 8, 9, 10, 11, 12, 13, 14}));
 
-  json page = json::parse(Call("GET", absl::StrCat("/api/v1/jobs/", id,
-                                                   "/events?before_seq=10&limit=4"))
-                              .body);
+  json page = json::parse(
+      Call("GET", absl::StrCat("/api/v1/jobs/", id, "/events?before_seq=10&limit=4")).body);
   ASSERT_EQ(page["events"].size(), 4u);
   EXPECT_EQ(Seq(page["events"][0]), 6);
   EXPECT_EQ(Seq(page["events"][3]), 9);
@@ -290,9 +289,8 @@ TEST_F(JobApiTest, OpenStreamsAreBoundedAndLeaveRequestThreads) {
   StartController(/*tokens=*/true, [](ControllerConfig* c) { c->http_max_streams = 1; });
   const std::string id = RunningJob(1);
   std::thread reader([&] {
-    auto status = ReadEventStream(http_, EventsPath(id, 0), Auth(), [](const SseEvent& e) {
-      return e.event.empty();
-    });
+    auto status = ReadEventStream(http_, EventsPath(id, 0), Auth(),
+                                  [](const SseEvent& e) { return e.event.empty(); });
     EXPECT_TRUE(status.ok()) << status.status();
   });
   while (controller_->http_server()->streams() == 0) std::this_thread::yield();

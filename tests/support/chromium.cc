@@ -30,11 +30,18 @@ absl::StatusOr<std::unique_ptr<Chromium>> Chromium::Start(const std::string& dir
   if (pipe2(commands, O_CLOEXEC) != 0 || pipe2(answers, O_CLOEXEC) != 0) {
     return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
   }
-  std::vector<std::string> argv = {
-      "/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-      "--no-first-run", "--disable-background-networking", "--disable-component-update",
-      "--disable-sync", "--remote-debugging-pipe", "--user-data-dir=" + dir + "/profile",
-      "about:blank"};
+  std::vector<std::string> argv = {"/usr/bin/chromium",
+                                   "--headless",
+                                   "--no-sandbox",
+                                   "--disable-gpu",
+                                   "--disable-quic",
+                                   "--no-first-run",
+                                   "--disable-background-networking",
+                                   "--disable-component-update",
+                                   "--disable-sync",
+                                   "--remote-debugging-pipe",
+                                   "--user-data-dir=" + dir + "/profile",
+                                   "about:blank"};
   std::vector<char*> args;
   for (std::string& a : argv) args.push_back(a.data());
   args.push_back(nullptr);
@@ -51,17 +58,16 @@ absl::StatusOr<std::unique_ptr<Chromium>> Chromium::Start(const std::string& dir
   if (spawned != 0) {
     close(commands[1]);
     close(answers[0]);
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot start /usr/bin/chromium (scripts/setup installs it): ",
-                     std::strerror(spawned)));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot start /usr/bin/chromium (scripts/setup installs it): ", std::strerror(spawned)));
   }
   std::unique_ptr<Chromium> browser(new Chromium(pid, commands[1], answers[0]));
   const absl::Duration start = absl::Seconds(60);
   auto target = browser->Call("Target.createTarget", {{"url", "about:blank"}}, start, true);
   if (!target.ok()) return target.status();
-  auto attached = browser->Call(
-      "Target.attachToTarget", {{"targetId", (*target)["targetId"]}, {"flatten", true}}, start,
-      true);
+  auto attached =
+      browser->Call("Target.attachToTarget",
+                    {{"targetId", (*target)["targetId"]}, {"flatten", true}}, start, true);
   if (!attached.ok()) return attached.status();
   browser->session_ = (*attached)["sessionId"];
   for (const char* domain : {"Page.enable", "Runtime.enable"}) {
@@ -84,8 +90,8 @@ Chromium::~Chromium() {
   waitpid(pid_, nullptr, 0);
 }
 
-absl::StatusOr<json> Chromium::Call(const std::string& method, json params,
-                                    absl::Duration timeout, bool browser) {
+absl::StatusOr<json> Chromium::Call(const std::string& method, json params, absl::Duration timeout,
+                                    bool browser) {
   const int id = next_id_++;
   json message = {{"id", id}, {"method", method}, {"params", std::move(params)}};
   if (!browser) message["sessionId"] = session_;
@@ -120,7 +126,9 @@ absl::StatusOr<json> Chromium::Call(const std::string& method, json params,
 
 absl::StatusOr<json> Chromium::Evaluate(const std::string& expression, absl::Duration timeout) {
   auto result = Call("Runtime.evaluate",
-                     {{"expression", expression}, {"returnByValue", true}, {"awaitPromise", true},
+                     {{"expression", expression},
+                      {"returnByValue", true},
+                      {"awaitPromise", true},
                       {"timeout", absl::ToInt64Milliseconds(timeout)}},
                      timeout + absl::Seconds(5));
   if (!result.ok()) return result.status();
@@ -137,11 +145,14 @@ absl::Status Chromium::WaitFor(const std::string& condition, absl::Duration time
   for (;;) {
     const int64_t ms = std::max<int64_t>(0, absl::ToInt64Milliseconds(deadline - absl::Now()));
     // The page polls itself and answers once: no sleeping here, one round trip.
-    const std::string script = absl::StrCat(
-        "new Promise((resolve) => { const end = Date.now() + ", ms, "; const check = () => { "
-        "let ok = false; try { ok = !!(", condition, "); } catch (e) {} "
-        "if (ok) resolve(true); else if (Date.now() > end) resolve(false); "
-        "else setTimeout(check, 20); }; check(); })");
+    const std::string script =
+        absl::StrCat("new Promise((resolve) => { const end = Date.now() + ", ms,
+                     "; const check = () => { "
+                     "let ok = false; try { ok = !!(",
+                     condition,
+                     "); } catch (e) {} "
+                     "if (ok) resolve(true); else if (Date.now() > end) resolve(false); "
+                     "else setTimeout(check, 20); }; check(); })");
     auto done = Evaluate(script, absl::Milliseconds(ms) + absl::Seconds(5));
     // A navigation (a form sent, a reload) ends the document the promise ran in: ask the
     // new one.
@@ -152,9 +163,9 @@ absl::Status Chromium::WaitFor(const std::string& condition, absl::Duration time
     if (!done.ok()) return done.status();
     if (*done == true) return absl::OkStatus();
     auto state = Evaluate(describe, absl::Seconds(10));
-    return absl::DeadlineExceededError(
-        absl::StrCat("waited ", absl::FormatDuration(timeout), " for ", condition,
-                     "; page: ", state.ok() ? state->dump() : "?"));
+    return absl::DeadlineExceededError(absl::StrCat("waited ", absl::FormatDuration(timeout),
+                                                    " for ", condition,
+                                                    "; page: ", state.ok() ? state->dump() : "?"));
   }
 }
 
@@ -179,10 +190,10 @@ absl::Status Chromium::Reload(absl::Duration timeout) {
 }
 
 absl::Status Chromium::Screenshot(const std::string& path, int width, int height) {
-  auto sized = Call("Emulation.setDeviceMetricsOverride",
-                    {{"width", width}, {"height", height}, {"deviceScaleFactor", 1},
-                     {"mobile", false}},
-                    absl::Seconds(10));
+  auto sized =
+      Call("Emulation.setDeviceMetricsOverride",
+           {{"width", width}, {"height", height}, {"deviceScaleFactor", 1}, {"mobile", false}},
+           absl::Seconds(10));
   if (!sized.ok()) return sized.status();
   auto shot = Call("Page.captureScreenshot", {{"format", "png"}}, absl::Seconds(30));
   if (!shot.ok()) return shot.status();
