@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/commands.h"
-#include "client/report.h"
+#include "common/report.h"
 #include "common/grpc_status.h"
 #include "nlohmann/json.hpp"
 

@@ -8,18 +8,10 @@
 #include <vector>
 
 #include "ftune/v1/job.pb.h"
+#include "common/job_format.h"  // ToJson, FormatSeconds, FormatTime
 #include "ftune/v1/job_service.pb.h"
 
 namespace ftune::ctl {
-
-// One line of protobuf JSON with the proto field names and every field, set or not.
-std::string ToJson(const google::protobuf::Message& message);
-
-// "12s", "3m05s", "1h02m"; "-" when negative.
-std::string FormatSeconds(double seconds);
-
-// "2026-11-24 00:41:27" (UTC) or "-" when unset.
-std::string FormatTime(const google::protobuf::Timestamp& time);
 
 // The job's fields, one per line.
 void PrintJob(std::ostream& out, const ftune::v1::Job& job);

@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/listen_address.h"
 #include "common/metrics.h"
 #include "common/status_macros.h"
@@ -134,6 +135,27 @@ std::pair<time_t, time_t> SecondsAndMicros(absl::Duration d) {
 const std::string* HttpRequest::Header(absl::string_view name) const {
   auto it = headers.find(absl::AsciiStrToLower(name));
   return it == headers.end() ? nullptr : &it->second;
+}
+
+std::string HttpRequest::Cookie(absl::string_view name) const {
+  auto [begin, end] = headers.equal_range("cookie");
+  for (auto it = begin; it != end; ++it) {
+    for (absl::string_view pair : absl::StrSplit(it->second, ';')) {
+      pair = absl::StripAsciiWhitespace(pair);
+      const size_t eq = pair.find('=');
+      if (eq != absl::string_view::npos && pair.substr(0, eq) == name) {
+        return std::string(pair.substr(eq + 1));
+      }
+    }
+  }
+  return "";
+}
+
+std::string HttpRequest::FormValue(absl::string_view name) const {
+  httplib::Params params;
+  httplib::detail::parse_query_text(body, params);
+  auto it = params.find(std::string(name));
+  return it == params.end() ? "" : it->second;
 }
 
 std::string HttpRequest::MediaType() const {
@@ -400,16 +422,6 @@ void HttpServer::Dispatch(const httplib::Request& raw, httplib::Response& raw_re
     return refuse(response);
   }
 
-  const std::string* authorization = nullptr;
-  std::string authorization_value;
-  if (raw.has_header("Authorization")) {
-    authorization_value = raw.get_header_value("Authorization");
-    authorization = &authorization_value;
-  }
-  if (absl::Status auth = authorizer_.CheckHeader(authorization, match->route.scope); !auth.ok()) {
-    return refuse(ErrorResponse(auth));
-  }
-
   HttpRequest request;
   request.method = method;
   request.path = raw.path;
@@ -418,6 +430,14 @@ void HttpServer::Dispatch(const httplib::Request& raw, httplib::Response& raw_re
   for (const auto& [name, value] : raw.headers) {
     request.headers.emplace(absl::AsciiStrToLower(name), value);
   }
+
+  if (absl::Status auth = Authorize(request, match->route.scope); !auth.ok()) {
+    if (match->route.page && options_.page_error) {
+      return refuse(options_.page_error(request, auth));
+    }
+    return refuse(ErrorResponse(auth));
+  }
+
   if (reader != nullptr) {
     if (absl::Status read = ReadBody(raw, raw_response, *reader, options_.max_body_bytes, &request);
         !read.ok()) {
@@ -428,7 +448,58 @@ void HttpServer::Dispatch(const httplib::Request& raw, httplib::Response& raw_re
       return WriteResponse(response, raw_response);
     }
   }
-  WriteResponse(match->route.handler(request), raw_response);
+  Respond(match->route.handler(request), raw_response);
+}
+
+absl::Status HttpServer::Authorize(const HttpRequest& request, Scope scope) const {
+  if (const std::string* header = request.Header("authorization")) {
+    return authorizer_.CheckHeader(header, scope);
+  }
+  const std::string token =
+      options_.cookie_name.empty() ? "" : request.Cookie(options_.cookie_name);
+  if (token.empty() || !authorizer_.enabled()) return authorizer_.CheckHeader(nullptr, scope);
+  if (request.method != "GET" && request.Header("x-requested-with") == nullptr) {
+    return absl::PermissionDeniedError(
+        "a request authorized by the session cookie must carry an X-Requested-With header");
+  }
+  const std::string bearer = "Bearer " + token;
+  return authorizer_.CheckHeader(&bearer, scope);
+}
+
+void HttpServer::Respond(HttpResponse response, httplib::Response& raw) {
+  if (response.stream == nullptr) return WriteResponse(response, raw);
+  std::shared_ptr<HttpBodyStream> stream = std::move(response.stream);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const int limit = options_.max_streams > 0 ? options_.max_streams : options_.threads / 2;
+    if (draining_) return WriteResponse(ErrorResponse(503, "the server is shutting down"), raw);
+    if (static_cast<int>(streams_.size()) >= limit) {
+      HttpResponse busy = ErrorResponse(
+          503, absl::StrCat("too many streams open (at most ", limit, "); retry later"));
+      busy.headers.emplace_back("Retry-After", "5");
+      return WriteResponse(busy, raw);
+    }
+    streams_.insert(stream);
+  }
+  raw.status = response.status;
+  for (const auto& [name, value] : response.headers) raw.set_header(name, value);
+  raw.set_chunked_content_provider(
+      response.content_type,
+      // One call for the whole body: httplib calls no provider again once the server stops,
+      // which would cut off the closing frame a stream writes when it is cancelled.
+      [stream](size_t, httplib::DataSink& sink) {
+        for (bool more = true; more;) {
+          std::string piece;
+          more = stream->Next(&piece);
+          if (!piece.empty() && !sink.write(piece.data(), piece.size())) return false;
+        }
+        sink.done();
+        return true;
+      },
+      [this, stream](bool) {
+        std::lock_guard<std::mutex> lock(mu_);
+        streams_.erase(stream);
+      });
 }
 
 int HttpServer::in_flight() const {
@@ -436,11 +507,18 @@ int HttpServer::in_flight() const {
   return in_flight_;
 }
 
+int HttpServer::streams() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(streams_.size());
+}
+
 void HttpServer::Drain(absl::Duration timeout) {
   std::unique_lock<std::mutex> lock(mu_);
   if (!draining_) {
     draining_ = true;
     server_->stop();  // closes the listening socket; open connections end after a request
+    // Streams would hold their threads (and Stop) until their clients left.
+    for (const std::shared_ptr<HttpBodyStream>& stream : streams_) stream->Cancel();
   }
   idle_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [this] { return in_flight_ == 0; });
 }

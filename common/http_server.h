@@ -9,6 +9,16 @@
 // HttpResponse, so handlers are tested without sockets. The server checks the bearer token
 // before it reads a body, answers every error with JSON `{"error": "..."}`, refuses bodies
 // over max_body_bytes with 413, and drains on shutdown.
+//
+// A handler may answer with a stream instead of a body (Server-Sent Events): the body is then
+// sent with chunked encoding from the connection's thread until the stream ends, the client
+// goes away or the server stops. A stream holds its thread for its whole life, so the server
+// admits at most max_streams at once (503 beyond) and keeps the other threads for requests.
+//
+// Browsers cannot put a bearer token on a page load, so with cookie_name set the server also
+// takes the token from that cookie. A request authorized only by the cookie that is not GET
+// must carry an X-Requested-With header: a cross-site form cannot add one, and a cross-site
+// script cannot without a CORS preflight that the server never grants.
 #pragma once
 
 #include <atomic>
@@ -17,6 +27,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -61,8 +72,23 @@ struct HttpRequest {
 
   // The first value of header `name` (any case), or nullptr.
   const std::string* Header(absl::string_view name) const;
+  // The value of cookie `name`, or "" when absent.
+  std::string Cookie(absl::string_view name) const;
+  // Field `name` of an application/x-www-form-urlencoded body, decoded; "" when absent.
+  std::string FormValue(absl::string_view name) const;
   // The media type of Content-Type in lower case, without parameters; "" when absent.
   std::string MediaType() const;
+};
+
+// A response body produced while it is sent (see the top of the file).
+class HttpBodyStream {
+ public:
+  virtual ~HttpBodyStream() = default;
+  // Appends what is ready to `out`; true to be called again, false after the last piece. May
+  // block until there is something to send, but must return promptly once Cancel was called.
+  virtual bool Next(std::string* out) = 0;
+  // The server is stopping (called from another thread): Next must end the body soon.
+  virtual void Cancel() = 0;
 };
 
 struct HttpResponse {
@@ -70,6 +96,8 @@ struct HttpResponse {
   std::string content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
+  // When set, the body comes from the stream and `body` is ignored.
+  std::shared_ptr<HttpBodyStream> stream;
 };
 
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
@@ -82,6 +110,8 @@ struct HttpRoute {
   // Token scope the route needs when the server has tokens (kNone: open, like health).
   Scope scope = Scope::kClient;
   HttpHandler handler;
+  // A page for people: a refused token is answered by HttpServerOptions::page_error.
+  bool page = false;
 };
 
 struct HttpServerOptions {
@@ -100,6 +130,13 @@ struct HttpServerOptions {
   absl::Duration io_timeout = absl::Seconds(30);
   // An idle keep-alive connection is closed after this long.
   absl::Duration keep_alive_timeout = absl::Seconds(5);
+  // Streamed responses at once; each holds one of `threads`. 0 = threads / 2.
+  int max_streams = 0;
+  // Also take the bearer token from this cookie (see the top of the file); "" = header only.
+  std::string cookie_name;
+  // The answer to a page route's request whose token is refused (e.g. a login form); null =
+  // the JSON error.
+  std::function<HttpResponse(const HttpRequest&, const absl::Status&)> page_error;
 };
 
 class HttpServer {
@@ -124,8 +161,10 @@ class HttpServer {
   // Drain(drain), then Stop().
   void Shutdown(absl::Duration drain);
 
-  // Requests being handled now.
+  // Requests being handled now (a stream counts only while its handler runs).
   int in_flight() const;
+  // Streamed responses being sent now.
+  int streams() const;
 
  private:
   struct CompiledRoute;
@@ -136,6 +175,10 @@ class HttpServer {
   // Routes, authorizes, reads the body and runs the handler; `reader` is null for GET.
   void Dispatch(const httplib::Request& request, httplib::Response& response,
                 const httplib::ContentReader* reader);
+  // The request's bearer token (header, else cookie) against `scope`.
+  absl::Status Authorize(const HttpRequest& request, Scope scope) const;
+  // Sends `response`, registering its stream; 503 when max_streams are open or draining.
+  void Respond(HttpResponse response, httplib::Response& raw);
 
   const HttpServerOptions options_;
   const std::unique_ptr<httplib::Server> server_;
@@ -152,6 +195,7 @@ class HttpServer {
   bool draining_ = false;
   bool stopped_ = false;
   int in_flight_ = 0;
+  std::set<std::shared_ptr<HttpBodyStream>> streams_;
 };
 
 // The HTTP status for a canonical code (INVALID_ARGUMENT 400, NOT_FOUND 404,

@@ -5,15 +5,25 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "common/credentials.h"
 #include "common/status_macros.h"
+#include "server/dashboard.h"
+#include "server/job_api.h"
 #include "spdlog/spdlog.h"
 
 namespace ftune::server {
+namespace {
+
+// HTTP threads that event streams never take: pages, API calls and /metrics stay answered
+// however many streams are open.
+constexpr int kHttpRequestThreads = 16;
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Controller>> Controller::Start(const ControllerConfig& config) {
   const bool has_tokens = !config.tokens_file.empty();
@@ -71,10 +81,22 @@ absl::StatusOr<std::unique_ptr<Controller>> Controller::Start(const ControllerCo
     http.listen = config.http_listen;
     http.tls = config.tls;
     http.tokens = tokens;
-    http.threads = 8;
+    DashboardOptions dashboard;
+    dashboard.tokens = tokens;
+    dashboard.secure_cookie = config.tls.enabled();
+    c->dashboard_ = std::make_unique<Dashboard>(c->manager_.get(), dashboard);
+    http.cookie_name = kSessionCookie;
+    http.page_error = [raw = c->dashboard_.get()](const HttpRequest& request,
+                                                  const absl::Status& status) {
+      return raw->PageError(request, status);
+    };
+    http.max_streams = std::max(1, config.http_max_streams);
+    http.threads = http.max_streams + kHttpRequestThreads;
     MetricsRegistry* metrics = &c->metrics_;
-    ASSIGN_OR_RETURN(
-        c->http_, HttpServer::Start(http, {MetricsRoute([metrics] { return metrics->Render(); })}));
+    std::vector<HttpRoute> routes = JobApiRoutes(c->manager_.get());
+    routes.push_back(MetricsRoute([metrics] { return metrics->Render(); }));
+    for (HttpRoute& route : c->dashboard_->Routes()) routes.push_back(std::move(route));
+    ASSIGN_OR_RETURN(c->http_, HttpServer::Start(http, std::move(routes)));
   }
   c->sweeper_ = std::thread([raw = c.get()] { raw->SweepLoop(); });
   return c;
@@ -121,6 +143,7 @@ void Controller::Shutdown(absl::Duration drain) {
 Controller::~Controller() {
   Shutdown(absl::ZeroDuration());
   http_.reset();
+  dashboard_.reset();
   server_.reset();
   job_service_.reset();
   worker_service_.reset();

@@ -1,6 +1,6 @@
 // ftcontroller assembled: SQLite store under the data dir, job manager, gRPC services with
 // TLS and tokens, the sweeper thread that expires leases, and (with http_listen) an HTTP
-// server for /metrics. main() and the tests build it the same way.
+// server for /metrics, the REST job API and the dashboard. main() and the tests build it the same way.
 #pragma once
 
 #include <condition_variable>
@@ -17,6 +17,7 @@
 #include "common/http_server.h"
 #include "common/metrics.h"
 #include "server/controller_metrics.h"
+#include "server/dashboard.h"
 #include "server/job_manager.h"
 #include "server/services.h"
 #include "server/sqlite_job_store.h"
@@ -34,8 +35,13 @@ struct ControllerConfig {
   std::string tokens_file;
   bool allow_insecure = false;
   int max_message_bytes = 64 << 20;
-  // host:port of the HTTP server (GET /metrics, same TLS and tokens); empty = none.
+  // host:port of the HTTP server (GET /metrics, the REST job API of server/job_api.h and the
+  // dashboard of server/dashboard.h; same TLS and tokens); empty = none.
   std::string http_listen;
+  // Event streams (SSE) served at once. Each holds an HTTP thread for its life, so the server
+  // has this many threads plus kHttpRequestThreads kept for everything else; more streams get
+  // 503 with Retry-After.
+  int http_max_streams = 32;
   // How often the sweeper looks for expired leases and long polls.
   absl::Duration sweep_interval = absl::Milliseconds(200);
 };
@@ -69,6 +75,7 @@ class Controller {
   std::unique_ptr<JobServiceImpl> job_service_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;
   std::unique_ptr<GrpcServer> server_;
+  std::unique_ptr<Dashboard> dashboard_;
   std::unique_ptr<HttpServer> http_;
 
   std::mutex mu_;

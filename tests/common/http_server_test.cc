@@ -199,6 +199,121 @@ TEST(HttpServerTest, BearerTokensUseTheGrpcScopes) {
   EXPECT_EQ(ClientFor(*server).Get("/open")->status, 200);
 }
 
+// The session cookie stands in for the header (pages in a browser); a write it authorizes
+// needs X-Requested-With; a page route's refusal is the page_error answer, not JSON.
+TEST(HttpServerTest, SessionCookieAndPageErrors) {
+  auto tokens = TokenStore::Parse("client client-token-1\n", "test");
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  HttpServerOptions options;
+  options.tokens = std::move(*tokens);
+  options.cookie_name = "session";
+  options.page_error = [](const HttpRequest& request, const absl::Status& status) {
+    HttpResponse response;
+    response.status = HttpStatusFor(status.code());
+    response.content_type = "text/html";
+    response.body = "<p>log in to see " + request.path;
+    return response;
+  };
+  HttpRoute page{"GET", "/page", Scope::kClient, [](const HttpRequest& request) {
+                   HttpResponse response;
+                   response.content_type = "text/html";
+                   response.body = "hello " + request.Cookie("other");
+                   return response;
+                 }};
+  page.page = true;
+  auto server = StartServer(options, {EchoRoute(), page});
+  ASSERT_NE(server, nullptr);
+  auto client = ClientFor(*server);
+  auto refused = client.Get("/page");
+  EXPECT_EQ(refused->status, 401);
+  EXPECT_EQ(refused->body, "<p>log in to see /page");
+  auto shown = client.Get("/page", {{"Cookie", "other=x; session=client-token-1"}});
+  EXPECT_EQ(shown->status, 200);
+  EXPECT_EQ(shown->body, "hello x");
+  EXPECT_EQ(client.Get("/page", {{"Cookie", "session=wrong"}})->status, 401);
+  // Routes that are not pages still answer JSON.
+  EXPECT_EQ(ErrorOf(client.Post("/echo/x", "{}", "application/json")).size(), 1u);
+  auto forged = client.Post("/echo/x", {{"Cookie", "session=client-token-1"}}, "{}",
+                            "application/json");
+  EXPECT_EQ(forged->status, 403);
+  auto scripted = client.Post(
+      "/echo/x", {{"Cookie", "session=client-token-1"}, {"X-Requested-With", "test"}}, "{}",
+      "application/json");
+  EXPECT_EQ(scripted->status, 200);
+}
+
+// A body from a stream: pieces as they come, at most max_streams at once, and Stop ends a
+// stream that would otherwise wait for ever (its Cancel is called).
+class Countdown final : public HttpBodyStream {
+ public:
+  explicit Countdown(int n, bool block_at_end) : n_(n), block_at_end_(block_at_end) {}
+  bool Next(std::string* out) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (n_ > 0) {
+      absl::StrAppend(out, "piece ", n_--, "\n");
+      return true;
+    }
+    if (!block_at_end_) return false;
+    started_.set_value();
+    cv_.wait(lock, [this] { return cancelled_; });
+    out->append("cancelled\n");
+    return false;
+  }
+  void Cancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled_ = true;
+    cv_.notify_all();
+  }
+  std::future<void> started() { return started_.get_future(); }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int n_;
+  const bool block_at_end_;
+  bool cancelled_ = false;
+  std::promise<void> started_;
+};
+
+TEST(HttpServerTest, StreamsAreSentBoundedAndCancelledAtStop) {
+  HttpServerOptions options;
+  options.threads = 4;
+  options.max_streams = 1;
+  auto blocking = std::make_shared<Countdown>(2, /*block_at_end=*/true);
+  std::future<void> started = blocking->started();
+  auto server = StartServer(
+      options, {{"GET", "/stream/(block|end)", Scope::kClient, [&](const HttpRequest& request) {
+                   HttpResponse response;
+                   response.content_type = "text/plain";
+                   if (request.path_params[0] == "block") {
+                     response.stream = blocking;
+                   } else {
+                     response.stream = std::make_shared<Countdown>(3, false);
+                   }
+                   return response;
+                 }}});
+  ASSERT_NE(server, nullptr);
+  auto ended = ClientFor(*server).Get("/stream/end");
+  ASSERT_TRUE(ended);
+  EXPECT_EQ(ended->status, 200);
+  EXPECT_EQ(ended->body, "piece 3\npiece 2\npiece 1\n");
+  // The server lets go of a stream just after its last byte went out.
+  while (server->streams() != 0) std::this_thread::yield();
+
+  std::string body;
+  std::thread reader([&] {
+    auto result = ClientFor(*server).Get("/stream/block");
+    if (result) body = result->body;
+  });
+  ASSERT_EQ(started.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  auto busy = ClientFor(*server).Get("/stream/end");
+  EXPECT_EQ(busy->status, 503);
+  EXPECT_EQ(busy->get_header_value("Retry-After"), "5");
+  server->Stop();
+  reader.join();
+  EXPECT_EQ(body, "piece 2\npiece 1\ncancelled\n");
+}
+
 TEST(HttpServerTest, BodiesOverTheLimitAre413WithOrWithoutContentLength) {
   HttpServerOptions options;
   options.max_body_bytes = 4096;

@@ -1,9 +1,11 @@
 // ftctl report's page: escaping, the SVG charts carry every point, the confusion matrix shows
 // the counts, a job without events still renders, and headless Chromium paints it.
-#include "client/report.h"
+#include "common/report.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <iostream>
 
@@ -12,7 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "tests/support/process.h"
 
-namespace ftune::ctl {
+namespace ftune {
 namespace {
 
 namespace v1 = ::ftune::v1;
@@ -200,6 +202,82 @@ TEST(ReportTest, AJobWithoutEventsStillRenders) {
   EXPECT_TRUE(absl::StrContains(html, "STATE_99"));
 }
 
+// 100k points become at most kMaxChartPoints, in x order, keeping the extremes.
+TEST(ReportTest, LongCurvesAreDownsampledKeepingTheirExtremes) {
+  std::vector<std::pair<double, double>> points;
+  for (int i = 0; i < 100000; ++i) points.emplace_back(i, std::sin(i * 0.001));
+  points[54321].second = 7.0;    // a spike
+  points[12345].second = -5.0;   // a dip
+  const auto thin = DownsampleMinMax(points, kMaxChartPoints);
+  ASSERT_LE(thin.size(), kMaxChartPoints);
+  ASSERT_GE(thin.size(), kMaxChartPoints - 2);
+  for (size_t i = 1; i < thin.size(); ++i) ASSERT_LT(thin[i - 1].first, thin[i].first);
+  EXPECT_EQ(thin.front().first, 0);
+  auto has = [&](double y) {
+    return std::any_of(thin.begin(), thin.end(), [y](const auto& p) { return p.second == y; });
+  };
+  EXPECT_TRUE(has(7.0));
+  EXPECT_TRUE(has(-5.0));
+  // Short series are left alone; so is the chart's polyline.
+  EXPECT_EQ(DownsampleMinMax({{0, 1}, {1, 2}}, 1000).size(), 2u);
+  const std::string svg = LineChartSvg("t", "step", {{"s", "#123456", points}}, false);
+  EXPECT_LE(PolylinePoints(svg, "#123456").size(), kMaxChartPoints);
+  EXPECT_LT(svg.size(), 60000u);
+}
+
+// The dashboard adds events as they come; the page is the same as from all of them at once.
+TEST(ReportTest, IncrementalFoldMatchesTheWholeAndLivePageHasItsExtras) {
+  const std::vector<v1::JobEvent> events = [] {
+    auto e = ExampleEvents();
+    std::sort(e.begin(), e.end(), [](const auto& a, const auto& b) { return a.seq() < b.seq(); });
+    return e;
+  }();
+  JobReport whole, parts;
+  for (const auto& e : events) whole.Add(e);
+  for (size_t i = 0; i < 3; ++i) parts.Add(events[i]);
+  v1::Job job = ExampleJob();
+  job.set_state(v1::JOB_STATE_RUNNING);
+  EXPECT_NE(RenderJobPage(job, parts, {}), RenderJobPage(job, whole, {}));
+  for (size_t i = 3; i < events.size(); ++i) parts.Add(events[i]);
+  EXPECT_EQ(RenderJobPage(job, parts, {}), RenderJobPage(job, whole, {}));
+  EXPECT_EQ(whole.last_seq(), 7);
+
+  PageOptions live;
+  live.live = true;
+  live.can_cancel = true;
+  live.event_rows = EventLogRows({events.back()});
+  const std::string html = RenderJobPage(job, whole, live);
+  EXPECT_TRUE(absl::StrContains(html, "<script>"));
+  EXPECT_TRUE(absl::StrContains(html, "id=cancel"));
+  EXPECT_TRUE(absl::StrContains(html, "data-seq=\"7\""));
+  EXPECT_TRUE(absl::StrContains(html, "<tbody id=log-rows>\n<tr><td>7</td>"));
+  EXPECT_TRUE(absl::StrContains(html, "finished &lt;ok&gt;"));
+  // Still nothing from elsewhere; an ended job has no cancel button.
+  EXPECT_FALSE(absl::StrContains(html, "src="));
+  job.set_state(v1::JOB_STATE_SUCCEEDED);
+  EXPECT_FALSE(absl::StrContains(RenderJobPage(job, whole, live), "id=cancel"));
+  // What the page swaps in is the same renderer's output.
+  const std::string sections = RenderJobSections(job, whole, "<tr>x</tr>");
+  EXPECT_TRUE(absl::StrContains(sections, "\"sec-charts\""));
+  EXPECT_TRUE(absl::StrContains(sections, "\"terminal\":true"));
+  EXPECT_TRUE(absl::StrContains(sections, "\"log_rows\":\"<tr>x</tr>\""));
+}
+
+TEST(ReportTest, ProgressShowsShareAndEtaWhileRunning) {
+  JobReport report;
+  v1::JobEvent e = Progress(1, 15, 1.0, 1e-5);
+  e.mutable_train_progress()->set_eta_seconds(125);
+  report.Add(e);
+  v1::Job job = ExampleJob();
+  job.set_state(v1::JOB_STATE_RUNNING);
+  const std::string running = report.Progress(job);
+  EXPECT_TRUE(absl::StrContains(running, "width:50.0%")) << running;
+  EXPECT_TRUE(absl::StrContains(running, "step 15 / 30"));
+  EXPECT_TRUE(absl::StrContains(running, "ETA 2m05s"));
+  job.set_state(v1::JOB_STATE_CANCELLED);
+  EXPECT_FALSE(absl::StrContains(report.Progress(job), "ETA"));
+}
+
 // Headless Chromium paints the page: the screenshot has a real share of non-white pixels and
 // many colours (text, curves, the heat map), not a blank or an error page. Setup installs
 // chromium, so a missing browser fails the test.
@@ -237,4 +315,4 @@ TEST(ReportTest, HeadlessChromiumRendersTheReport) {
 }
 
 }  // namespace
-}  // namespace ftune::ctl
+}  // namespace ftune
