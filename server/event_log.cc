@@ -19,11 +19,13 @@ bool IsTerminalEvent(const JobEvent& event) {
 }
 
 Watch::Watch(EventLog* log, JobStore* store, std::string job_id, int64_t after_seq,
-             int64_t end_seq, size_t limit, std::function<void()> notify)
+             int64_t end_seq, size_t limit, uint64_t published_before,
+             std::function<void()> notify)
     : log_(log),
       store_(store),
       job_id_(std::move(job_id)),
       limit_(limit),
+      published_before_(published_before),
       notify_(std::move(notify)),
       handed_seq_(after_seq),
       delivered_seq_(after_seq),
@@ -163,9 +165,14 @@ EventLog::~EventLog() {
 
 std::shared_ptr<Watch> EventLog::Subscribe(const std::string& job_id, int64_t after_seq,
                                            int64_t end_seq, std::function<void()> notify) {
-  std::shared_ptr<Watch> watch(
-      new Watch(this, store_, job_id, after_seq, end_seq, options_.watcher_queue_limit,
-                std::move(notify)));
+  uint64_t published;
+  {
+    std::lock_guard<std::mutex> lock(queue_mu_);
+    published = published_;
+  }
+  std::shared_ptr<Watch> watch(new Watch(this, store_, job_id, after_seq, end_seq,
+                                         options_.watcher_queue_limit, published,
+                                         std::move(notify)));
   std::lock_guard<std::mutex> lock(mu_);
   watchers_[job_id].insert(watch.get());
   return watch;
@@ -173,7 +180,7 @@ std::shared_ptr<Watch> EventLog::Subscribe(const std::string& job_id, int64_t af
 
 void EventLog::Publish(const std::string& job_id, std::vector<JobEvent> events) {
   if (events.empty()) return;
-  Batch batch{job_id, {}};
+  Batch batch{0, job_id, {}};
   batch.events.reserve(events.size());
   for (JobEvent& event : events) {
     batch.events.push_back(std::make_shared<const JobEvent>(std::move(event)));
@@ -181,6 +188,7 @@ void EventLog::Publish(const std::string& job_id, std::vector<JobEvent> events) 
   bool overflow = false;
   {
     std::lock_guard<std::mutex> lock(queue_mu_);
+    batch.number = ++published_;
     queued_events_ += batch.events.size();
     queue_.push_back(std::move(batch));
     if (queued_events_ > options_.backlog_limit) {
@@ -226,19 +234,23 @@ void EventLog::FanOutLoop() {
     wakes.swap(wakes_);
     fanning_out_ = true;
     lock.unlock();
-    // One hand-over per job and watcher, in publish order.
-    std::map<std::string, std::vector<Watch::Shared>> by_job;
-    for (Batch& batch : gathered) {
-      std::vector<Watch::Shared>& events = by_job[batch.job_id];
-      events.insert(events.end(), batch.events.begin(), batch.events.end());
-    }
+    // One hand-over per job and watcher, in publish order, of the batches published after
+    // the watcher registered.
+    std::map<std::string, std::vector<const Batch*>> by_job;
+    for (const Batch& batch : gathered) by_job[batch.job_id].push_back(&batch);
     {
       // Under mu_, a watch cannot finish closing, so every pointer here is alive.
       std::lock_guard<std::mutex> watchers_lock(mu_);
-      for (const auto& [job_id, events] : by_job) {
+      for (const auto& [job_id, batches] : by_job) {
         auto it = watchers_.find(job_id);
         if (it == watchers_.end()) continue;
         for (Watch* watch : it->second) {
+          std::vector<Watch::Shared> events;
+          for (const Batch* batch : batches) {
+            if (batch->number <= watch->published_before_) continue;
+            events.insert(events.end(), batch->events.begin(), batch->events.end());
+          }
+          if (events.empty()) continue;
           wakes.erase(watch);  // Push notifies
           watch->Push(events);
         }

@@ -6,8 +6,9 @@
 // syscalls and wake-ups would otherwise take the CPU that ingestion needs.
 //
 // A watch needs no snapshot: it registers, then replays from the store until a read comes
-// back short, and takes everything newer from its live queue (each event there was
-// published after it registered; each one published before is already in the store). It
+// back short, and takes everything newer from its live queue. Every event published before
+// it registered is already in the store, so only later ones are queued for it; those its
+// replay also finds are skipped by seq. It
 // hands events out by ascending seq without duplicates; a gap (events removed by retention)
 // is skipped.
 //
@@ -81,7 +82,7 @@ class Watch {
   static constexpr int kReplayPage = 256;
 
   Watch(EventLog* log, JobStore* store, std::string job_id, int64_t after_seq, int64_t end_seq,
-        size_t limit, std::function<void()> notify);
+        size_t limit, uint64_t published_before, std::function<void()> notify);
   // Publisher side: queue events and wake the consumer.
   void Push(const std::vector<Shared>& events);
   void Notify();
@@ -90,6 +91,9 @@ class Watch {
   JobStore* const store_;
   const std::string job_id_;
   const size_t limit_;
+  // Batches numbered up to this were published before the watch registered: its replay
+  // finds them in the store.
+  const uint64_t published_before_;
   const std::function<void()> notify_;
 
   mutable std::mutex mu_;
@@ -148,6 +152,7 @@ class EventLog {
  private:
   friend class Watch;
   struct Batch {
+    uint64_t number;  // publish order
     std::string job_id;
     std::vector<Watch::Shared> events;
   };
@@ -167,6 +172,7 @@ class EventLog {
   std::deque<Batch> queue_;
   std::set<Watch*> wakes_;  // watches whose consumer asked to be notified
   size_t queued_events_ = 0;
+  uint64_t published_ = 0;  // number of the last batch published
   bool fanning_out_ = false;
   int flushes_waiting_ = 0;
   bool stopping_ = false;

@@ -193,6 +193,43 @@ TEST_F(EventFanOutTest, ShutdownEndsWatchesWithResumePoint) {
   EXPECT_EQ(got.status.message(), "ftcontroller is shutting down; resume with after_seq=2");
 }
 
+// Events already stored but not yet fanned out when a watcher subscribes reach it through its
+// replay, not its live queue: subscribing behind a backlog far larger than the queue limit
+// does not cut the watcher off.
+TEST(EventFanOutBacklogTest, ANewWatcherIsNotCutOffByEventsPublishedBeforeIt) {
+  MemoryJobStore store;
+  FakeClock clock;
+  JobManagerOptions options;
+  options.watcher_queue_limit = 8;
+  options.watch_batch_window = absl::Hours(1);  // nothing leaves the fan-out queue unflushed
+  auto manager = std::move(*JobManager::Create(&store, &clock, options));
+  ftune::v1::RegisterWorkerRequest worker;
+  worker.set_worker_id("w1");
+  worker.add_devices()->set_name("cpu");
+  ASSERT_TRUE(manager->RegisterWorker(worker).ok());
+  const std::string job_id = manager->SubmitJob(ValidSpec())->job.id();
+  ftune::v1::AcquireJobRequest acquire;
+  acquire.set_worker_id("w1");
+  acquire.add_free_devices("cpu");
+  std::string lease;
+  manager->AcquireJob(acquire, [&](auto r) { lease = r->lease_id(); });
+  ftune::v1::ReportEventsRequest report;
+  report.set_job_id(job_id);
+  report.set_lease_id(lease);
+  report.set_worker_id("w1");
+  report.set_batch_id(1);
+  for (int i = 1; i <= 100; ++i) report.add_events()->mutable_train_progress()->set_step(i);
+  ASSERT_TRUE(manager->ReportEvents(report).ok());  // stored; still queued for fan-out
+
+  auto watch = manager->WatchJob(job_id, 0, [] {});
+  ASSERT_TRUE(watch.ok());
+  manager->Flush();
+  Drained got;
+  DrainInto(**watch, &got);
+  EXPECT_FALSE(got.done) << got.status;
+  EXPECT_EQ(got.events.size(), 2u + 1u + 100u);
+}
+
 TEST_F(EventFanOutTest, UnknownJobAndBadSeq) {
   EXPECT_EQ(manager_->WatchJob("job-x", 0, [] {}).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(manager_->WatchJob(job_id_, -1, [] {}).status().code(),
