@@ -1,5 +1,7 @@
 // `ftworker bench`: times training steps of the real trainer on synthetic clips and prints
-// samples/s (with --json, one object with at least samples_per_sec).
+// samples/s (with --json, one object with at least samples_per_sec). With --inference it
+// times forward passes as ftserve runs them (weights prepared once at the compute dtype,
+// autocast on) and prints the median and p90 milliseconds per batch.
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +14,7 @@
 
 #include "common/job_spec_flags.h"
 #include "common/logging.h"
+#include "common/status_macros.h"
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
@@ -21,6 +24,8 @@
 #include "worker/data/audio.h"
 #include "worker/model/checkpoint.h"
 #include "worker/model/config.h"
+#include "worker/model/device.h"
+#include "worker/train/precision.h"
 #include "worker/train/trainer.h"
 
 namespace ftune::worker {
@@ -43,6 +48,7 @@ struct BenchFlags {
   // Chrome trace of the timed steps (chrome://tracing, bench/train/profile_summary.py).
   std::string profile;
   bool json = false;
+  bool inference = false;
 };
 
 // Discards events: the benchmark prints its own figures.
@@ -157,16 +163,80 @@ absl::StatusOr<nlohmann::json> Bench(const BenchFlags& flags) {
   };
 }
 
+// Forward passes of one batch of synthetic clips, as ftserve serves them.
+absl::StatusOr<nlohmann::json> InferenceBench(const BenchFlags& flags) {
+  if (flags.batch_size < 1 || flags.steps < 1 || flags.seconds <= 0 || flags.num_labels < 2) {
+    return absl::InvalidArgumentError(
+        "--batch-size and --steps must be >= 1, --seconds > 0, --labels >= 2");
+  }
+  ASSIGN_OR_RETURN(torch::Device device, model::ParseDevice(flags.device));
+  ASSIGN_OR_RETURN(train::RequestedPrecision requested,
+                   train::ParseRequestedPrecision(flags.precision));
+  ASSIGN_OR_RETURN(train::PrecisionChoice choice,
+                   train::ChoosePrecision(requested, device.is_cuda(), train::HostCpuFeatures(),
+                                          /*cuda_bf16=*/device.is_cuda()));
+  model::SetIntraOpThreads(flags.threads);
+  std::vector<std::string> labels;
+  for (int i = 0; i < flags.num_labels; ++i) labels.push_back(fmt::format("class{}", i));
+  ASSIGN_OR_RETURN(model::LoadedModel loaded, model::LoadModel(flags.model, labels, 42));
+  model::HubertForSequenceClassification net = loaded.model;
+  const bool reduced = choice.dtype != train::ComputeDtype::kFp32;
+  std::vector<double> ms;
+  try {
+    net->to(device);
+    net->eval();
+    if (reduced) net->prepare_for_inference(train::TorchDtype(choice.dtype));
+    torch::manual_seed(0);
+    const int64_t samples = static_cast<int64_t>(flags.seconds * data::kSampleRate);
+    const torch::Tensor audio = torch::randn({flags.batch_size, samples}).to(device);
+    torch::NoGradGuard no_grad;
+    for (int i = 0; i < flags.warmup + flags.steps; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      model::AutocastGuard autocast(device, reduced);
+      torch::Tensor probabilities = torch::softmax(net->forward(audio, {}).to(torch::kFloat), -1).cpu();
+      if (i >= flags.warmup) {
+        ms.push_back(1000 * std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+                                .count());
+      }
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("forward pass failed: ", e.what_without_backtrace()));
+  }
+  std::sort(ms.begin(), ms.end());
+  const double median = ms[ms.size() / 2];
+  const double p90 = ms[std::min(ms.size() - 1, static_cast<size_t>(0.9 * (ms.size() - 1) + 0.5))];
+  return nlohmann::json{
+      {"model", flags.model},
+      {"batch_size", flags.batch_size},
+      {"seconds", flags.seconds},
+      {"precision", train::ComputeDtypeName(choice.dtype)},
+      {"device", device.str()},
+      {"threads", at::get_num_threads()},
+      {"steps", flags.steps},
+      {"ms_median", median},
+      {"ms_p90", p90},
+      {"clips_per_sec", 1000.0 * flags.batch_size / median},
+  };
+}
+
 int RunBench(const BenchFlags& flags) {
   LogConfig log{.level = "warn", .file = "", .name = "ftworker"};
   if (absl::Status s = SetUpLogging(log); !s.ok()) return 2;
-  auto result = Bench(flags);
+  auto result = flags.inference ? InferenceBench(flags) : Bench(flags);
   if (!result.ok()) {
     std::cerr << "ftworker bench: " << result.status().message() << "\n";
     return result.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
   if (flags.json) {
     std::cout << result->dump() << std::endl;
+  } else if (flags.inference) {
+    std::cout << fmt::format(
+        "{} inference batch {} x {:.1f}s {} on {} threads {}: median {:.1f} ms, p90 {:.1f} ms "
+        "({:.2f} clips/s over {} passes)\n",
+        (*result)["model"].get<std::string>(), flags.batch_size, flags.seconds,
+        (*result)["precision"].get<std::string>(), (*result)["device"].get<std::string>(),
+        (*result)["threads"].get<int>(), (*result)["ms_median"].get<double>(),
+        (*result)["ms_p90"].get<double>(), (*result)["clips_per_sec"].get<double>(), flags.steps);
   } else {
     std::cout << fmt::format(
         "{} batch {} x {:.1f}s accum {} precision {} threads {}: {:.2f} samples/s "
@@ -207,6 +277,9 @@ void AddBenchCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--profile", flags->profile,
                   "Write a Chrome trace of the timed steps to this file (timings include the "
                   "profiler's overhead)");
+  cmd->add_flag("--inference", flags->inference,
+                "Time forward passes as ftserve runs them instead of training steps (--steps "
+                "passes after --warmup)");
   cmd->add_flag("--json", flags->json, "Print one JSON object");
   cmd->callback([flags, exit_code] { *exit_code = RunBench(*flags); });
 }

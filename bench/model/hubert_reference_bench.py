@@ -1,11 +1,14 @@
 #!/usr/bin/python3
 """torchaudio 0.13 peer of hubert_bench: forward latency of a random-init hubert-base
-(torchaudio.models.hubert_base) on 3 s clips. Prints one JSON object:
-{"threads": N, "results": {"fp32_b1": seconds | null, ..., "bf16_b8": ...}, "errors": {...}}
+(torchaudio.models.hubert_base) on 3 s clips: fp32, bf16 autocast, and the model cast with
+model.bfloat16() (what a user serving at bf16 would run; the row next to ftune's served
+bf16). Prints one JSON object:
+{"threads": N, "results": {"fp32_b1": seconds | null, ..., "bf16served_b8": ...}, "errors": {...}}
 
 usage: hubert_reference_bench.py --threads N --iters-b1 K --iters-b8 K
 """
 import argparse
+import copy
 import json
 import time
 
@@ -48,6 +51,11 @@ def main():
             except Exception as e:  # torchaudio 0.13 is known to fail here
                 results[f"bf16_b{batch}"] = None
                 errors[f"bf16_b{batch}"] = str(e).splitlines()[0][:160]
+    cast = copy.deepcopy(model).bfloat16()
+    for batch, iters in ((1, args.iters_b1), (8, args.iters_b8)):
+        x = torch.randn(batch, samples).bfloat16()
+        with torch.inference_mode():
+            results[f"bf16served_b{batch}"] = timed(lambda: cast(x), iters)
     print(json.dumps({"threads": torch.get_num_threads(), "results": results, "errors": errors}))
 
 

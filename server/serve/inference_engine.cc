@@ -30,18 +30,6 @@ struct InferenceEngine::Slot {
   std::mutex reload_mu;
 };
 
-namespace {
-
-absl::StatusOr<train::RequestedPrecision> ParsePrecision(const std::string& name) {
-  if (name == "auto" || name.empty()) return train::RequestedPrecision::kAuto;
-  if (name == "fp32") return train::RequestedPrecision::kFp32;
-  if (name == "bf16") return train::RequestedPrecision::kBf16;
-  if (name == "fp16") return train::RequestedPrecision::kFp16;
-  return absl::InvalidArgumentError(
-      absl::StrCat("precision '", name, "' is not one of auto, fp32, bf16, fp16"));
-}
-
-}  // namespace
 
 InferenceEngine::InferenceEngine(const EngineOptions& options, torch::Device device)
     : options_(options), device_(device) {}
@@ -52,15 +40,15 @@ absl::StatusOr<std::unique_ptr<InferenceEngine>> InferenceEngine::Create(
   if (options.max_batch < 1) return absl::InvalidArgumentError("max_batch must be >= 1");
   if (options.queue_limit < 1) return absl::InvalidArgumentError("queue_limit must be >= 1");
   ASSIGN_OR_RETURN(torch::Device device, model::ParseDevice(options.device));
-  ASSIGN_OR_RETURN(train::RequestedPrecision requested, ParsePrecision(options.precision));
+  ASSIGN_OR_RETURN(train::RequestedPrecision requested,
+                   train::ParseRequestedPrecision(options.precision));
   ASSIGN_OR_RETURN(train::PrecisionChoice choice,
                    train::ChoosePrecision(requested, device.is_cuda(), train::HostCpuFeatures(),
                                           /*cuda_bf16=*/device.is_cuda()));
 
   std::unique_ptr<InferenceEngine> engine(new InferenceEngine(options, device));
   engine->use_autocast_ = choice.dtype != train::ComputeDtype::kFp32;
-  engine->reduced_dtype_ =
-      choice.dtype == train::ComputeDtype::kFp16 ? torch::kHalf : torch::kBFloat16;
+  engine->reduced_dtype_ = train::TorchDtype(choice.dtype);
   engine->precision_name_ = train::ComputeDtypeName(choice.dtype);
   for (const ModelSource& source : models) {
     if (engine->slots_.count(source.id) != 0) {
@@ -177,8 +165,7 @@ void InferenceEngine::Classify(const std::string& model_id, std::vector<float> s
 
 void InferenceEngine::BatchLoop(Slot* slot) {
   // OpenMP thread counts are per thread: set them where the forward passes run.
-  at::set_num_threads(options_.threads > 0 ? options_.threads
-                                           : static_cast<int>(std::thread::hardware_concurrency()));
+  model::SetIntraOpThreads(options_.threads);
   for (;;) {
     std::vector<Request> batch;
     std::shared_ptr<const ServedModel> model;

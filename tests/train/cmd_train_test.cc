@@ -87,6 +87,31 @@ TEST(CmdBenchTest, PrintsSamplesPerSec) {
   EXPECT_GT(lines[0]["samples_per_sec"].get<double>(), 0);
 }
 
+TEST(CmdBenchTest, InferenceReportsMillisecondsPerBatch) {
+  const std::vector<std::string> base = {BinaryPath("ftworker"), "bench", "--inference",
+                                         "--model", "tiny", "--batch-size", "2", "--seconds",
+                                         "0.5", "--steps", "3", "--warmup", "1", "--threads",
+                                         "1", "--json", "--precision"};
+  for (const std::string precision : {"fp32", "bf16"}) {
+    std::vector<std::string> args = base;
+    args.push_back(precision);
+    auto run = RunCommand(args, absl::Minutes(2));
+    ASSERT_TRUE(run.ok()) << run.status();
+    EXPECT_EQ(run->exit_code, 0) << run->out;
+    std::vector<nlohmann::json> lines = JsonLines(run->out);
+    ASSERT_EQ(lines.size(), 1u);
+    EXPECT_EQ(lines[0]["precision"], precision);
+    EXPECT_EQ(lines[0]["batch_size"], 2);
+    EXPECT_GT(lines[0]["ms_median"].get<double>(), 0);
+    EXPECT_GE(lines[0]["ms_p90"].get<double>(), lines[0]["ms_median"].get<double>());
+  }
+  std::vector<std::string> cuda_only = base;
+  cuda_only.push_back("fp16");
+  auto refused = RunCommand(cuda_only, absl::Minutes(2));
+  ASSERT_TRUE(refused.ok());
+  EXPECT_EQ(refused->exit_code, 2);  // a bad flag: fp16 needs a CUDA device
+}
+
 TEST(CmdBenchTest, ReusedFeaturesNeedAFrozenEncoder) {
   const std::vector<std::string> base = {BinaryPath("ftworker"), "bench", "--model", "tiny",
                                          "--batch-size", "2", "--seconds", "0.5", "--steps",

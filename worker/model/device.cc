@@ -1,6 +1,10 @@
 #include "worker/model/device.h"
 
 #include <ATen/autocast_mode.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <thread>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -70,6 +74,11 @@ AutocastGuard::~AutocastGuard() {
     at::autocast::set_cpu_enabled(previous_enabled_);
     at::autocast::set_autocast_cpu_dtype(previous_dtype_);
   }
+}
+
+void SetIntraOpThreads(int threads) {
+  at::set_num_threads(threads > 0 ? threads
+                                  : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
 }
 
 }  // namespace ftune::model

@@ -30,4 +30,8 @@ class AutocastGuard {
   at::ScalarType previous_dtype_ = at::kFloat;
 };
 
+// Sets libtorch's intra-op threads for the calling thread (OpenMP counts are per thread, and
+// Debian's libtorch starts with one): `threads`, or every core when it is 0.
+void SetIntraOpThreads(int threads);
+
 }  // namespace ftune::model

@@ -1,5 +1,7 @@
 #include "worker/train/precision.h"
 
+#include "absl/strings/str_cat.h"
+
 #include <fstream>
 #include <sstream>
 
@@ -44,6 +46,26 @@ const CpuFeatures& HostCpuFeatures() {
     return ParseCpuInfo(text.str());
   }();
   return features;
+}
+
+c10::ScalarType TorchDtype(ComputeDtype dtype) {
+  switch (dtype) {
+    case ComputeDtype::kFp16:
+      return c10::kHalf;
+    case ComputeDtype::kBf16:
+      return c10::kBFloat16;
+    default:
+      return c10::kFloat;
+  }
+}
+
+absl::StatusOr<RequestedPrecision> ParseRequestedPrecision(const std::string& name) {
+  if (name == "auto" || name.empty()) return RequestedPrecision::kAuto;
+  if (name == "fp32") return RequestedPrecision::kFp32;
+  if (name == "bf16") return RequestedPrecision::kBf16;
+  if (name == "fp16") return RequestedPrecision::kFp16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("precision '", name, "' is not one of auto, fp32, bf16, fp16"));
 }
 
 absl::StatusOr<PrecisionChoice> ChoosePrecision(RequestedPrecision requested, bool on_cuda,

@@ -5,12 +5,14 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "c10/core/ScalarType.h"
 #include "worker/train/trainer_config.h"
 
 namespace ftune::train {
 
 enum class ComputeDtype { kFp32, kFp16, kBf16 };
 const char* ComputeDtypeName(ComputeDtype dtype);
+c10::ScalarType TorchDtype(ComputeDtype dtype);
 
 struct CpuFeatures {
   bool avx512_bf16 = false;
@@ -31,6 +33,9 @@ struct PrecisionChoice {
   // One line saying why, for the run's log.
   std::string reason;
 };
+
+// "auto" (or empty), "fp32", "bf16" or "fp16"; InvalidArgument naming the others.
+absl::StatusOr<RequestedPrecision> ParseRequestedPrecision(const std::string& name);
 
 // auto: fp16 + loss scaling on CUDA; bf16 on a CPU with native bf16; else fp32.
 // fp16 on CPU is rejected (InvalidArgument); bf16 on CUDA needs `cuda_bf16` (Ampere+).

@@ -702,11 +702,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     // bf16 on CUDA is left to libtorch to accept or refuse for the device at hand.
     ASSIGN_OR_RETURN(s->precision, ChoosePrecision(config.precision, s->device.is_cuda(),
                                                    HostCpuFeatures(), /*cuda_bf16=*/true));
-    // libtorch may start with one intra-op thread, and OpenMP's count is per thread: set it
-    // here, on the thread that trains (0 = all cores).
-    at::set_num_threads(config.threads > 0
-                            ? config.threads
-                            : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    // On the thread that trains (0 = all cores).
+    model::SetIntraOpThreads(config.threads);
     s->generator = model::MakeCpuGenerator(config.seed);
 
     for (const std::string& note : s->loaded.notes) s->Log(ftune::v1::LOG_LEVEL_INFO, note);
