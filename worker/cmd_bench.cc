@@ -190,7 +190,9 @@ absl::StatusOr<nlohmann::json> InferenceBench(const BenchFlags& flags) {
     const int64_t samples = static_cast<int64_t>(flags.seconds * data::kSampleRate);
     const torch::Tensor audio = torch::randn({flags.batch_size, samples}).to(device);
     torch::NoGradGuard no_grad;
+    std::optional<torch::autograd::profiler::RecordProfile> profiler;
     for (int i = 0; i < flags.warmup + flags.steps; ++i) {
+      if (i == flags.warmup && !flags.profile.empty()) profiler.emplace(flags.profile);
       const auto start = std::chrono::steady_clock::now();
       model::AutocastGuard autocast(device, reduced);
       torch::Tensor probabilities = torch::softmax(net->forward(audio, {}).to(torch::kFloat), -1).cpu();
@@ -199,6 +201,7 @@ absl::StatusOr<nlohmann::json> InferenceBench(const BenchFlags& flags) {
                                 .count());
       }
     }
+    profiler.reset();  // writes the trace
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("forward pass failed: ", e.what_without_backtrace()));
   }
@@ -275,8 +278,8 @@ void AddBenchCommand(CLI::App& app, int* exit_code) {
                 "Reuse the frozen feature encoder's output, as epochs 2+ of a job do");
   cmd->add_option("--device", flags->device, "cpu|cuda|cuda:N")->capture_default_str();
   cmd->add_option("--profile", flags->profile,
-                  "Write a Chrome trace of the timed steps to this file (timings include the "
-                  "profiler's overhead)");
+                  "Write a Chrome trace of the timed steps (or passes) to this file (timings "
+                  "include the profiler's overhead)");
   cmd->add_flag("--inference", flags->inference,
                 "Time forward passes as ftserve runs them instead of training steps (--steps "
                 "passes after --warmup)");
