@@ -2,8 +2,9 @@
 // and the event stream of every job. State lives in memory; one mutex guards it, and no
 // store write happens under it.
 //
-// Durability (group commit): a change is made in memory under the mutex and queued for the
-// writer thread, which commits everything queued so far in one SQLite transaction. A call
+// Durability (group commit): a change is made in memory under the mutex and queued; the
+// caller then waits outside the mutex, and whichever waiting caller finds no commit in flight
+// commits everything queued so far in one SQLite transaction. A call
 // answers only once what it changed and what it read is durable, so a restarted controller
 // rebuilds exactly what it acknowledged; events reach watchers only after they are stored.
 // Heartbeats answer from memory without waiting (they write nothing). If a commit fails, the
@@ -37,7 +38,6 @@
 #include <optional>
 #include <set>
 #include <string>
-#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -192,7 +192,7 @@ class JobManager {
   // --- group commit ---
   // Fails once a commit has failed (the manager has stopped).
   absl::Status StoreHealth();
-  // Queues a store write; the writer thread commits it with whatever else is queued.
+  // Queues a store write; the next group commit (see WaitDurable) carries it.
   void QueueWriteLocked(JobWrite write);
   void QueueWorkerWriteLocked(const ftune::v1::Worker& worker);
   // Runs `callback` once the changes made so far are durable (or with the store's error).

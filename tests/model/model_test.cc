@@ -226,19 +226,25 @@ TEST_F(ModelTest, NumFramesMatchesHuggingFaceFormula) {
   EXPECT_FALSE(ForwardLogits(m->model, tiny_input).ok());
 }
 
+// A fresh model in eval mode whose head has some gain, so logits are not all ~0.
+HubertForSequenceClassification EvalModelWithHeadGain(const HubertConfig& config, int seed) {
+  torch::manual_seed(seed);
+  HubertForSequenceClassification model(config);
+  {
+    torch::NoGradGuard no_grad;
+    model->classifier->weight.normal_(0, 1);
+    model->projector->weight.normal_(0, 0.3);
+  }
+  model->eval();
+  return model;
+}
+
 // bf16 autocast on CPU: every layer runs, and logits stay within 5% of the largest fp32 logit
 // (bf16 keeps 8 mantissa bits).
 TEST_F(ModelTest, Bf16AutocastCloseToFp32) {
   for (HubertConfig config : {*PresetConfig("tiny"), SmallGroupNormConfig()}) {
     if (config.id2label.empty()) config.id2label = kLabels;
-    torch::manual_seed(11);
-    HubertForSequenceClassification model(config);
-    {
-      torch::NoGradGuard no_grad;  // a head with some gain so logits are not all ~0
-      model->classifier->weight.normal_(0, 1);
-      model->projector->weight.normal_(0, 0.3);
-    }
-    model->eval();
+    HubertForSequenceClassification model = EvalModelWithHeadGain(config, 11);
     torch::NoGradGuard no_grad;
     torch::Tensor x = torch::randn({2, 16000});
     torch::Tensor lengths = torch::tensor({16000, 11000}, torch::kLong);
@@ -262,14 +268,7 @@ TEST_F(ModelTest, Bf16AutocastCloseToFp32) {
 TEST_F(ModelTest, PreparedForInferenceEqualsAutocast) {
   for (HubertConfig config : {*PresetConfig("tiny"), SmallGroupNormConfig()}) {
     if (config.id2label.empty()) config.id2label = kLabels;
-    torch::manual_seed(12);
-    HubertForSequenceClassification model(config);
-    {
-      torch::NoGradGuard no_grad;
-      model->classifier->weight.normal_(0, 1);
-      model->projector->weight.normal_(0, 0.3);
-    }
-    model->eval();
+    HubertForSequenceClassification model = EvalModelWithHeadGain(config, 12);
     torch::NoGradGuard no_grad;
     torch::Tensor x = torch::randn({2, 16000});
     torch::Tensor lengths = torch::tensor({16000, 11000}, torch::kLong);
