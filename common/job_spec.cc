@@ -137,6 +137,14 @@ absl::Status ValidateJobSpec(const JobSpec& spec) {
     return Bad("device", absl::StrCat("'", spec.device(), "' is not auto, cpu, cuda or cuda:N"));
   }
   if (spec.threads() > 1024) return Bad("threads", "must be 0..1024 (0 = all cores)");
+  if (spec.world_size() > kMaxWorldSize) {
+    return Bad("world_size", absl::StrCat("must be 0..", kMaxWorldSize, " (0 or 1 = one device)"));
+  }
+  if (spec.world_size() > 1 && absl::StartsWith(spec.device(), "cuda:")) {
+    return Bad("device", absl::StrCat("'", spec.device(), "' names one device, but world_size ",
+                                      spec.world_size(),
+                                      " needs one per rank: use auto, cpu or cuda"));
+  }
   if (spec.output_dir().empty()) return Bad("output_dir", "required");
   if (spec.has_max_restarts() && spec.max_restarts() > 100) {
     return Bad("max_restarts", "must be 0..100");
@@ -235,6 +243,7 @@ JobSpec WithDefaults(const JobSpec& spec) {
   if (t->log_every_steps() == 0) t->set_log_every_steps(10);
   if (out.device().empty()) out.set_device("auto");
   if (!out.has_max_restarts()) out.set_max_restarts(3);
+  if (out.world_size() == 0) out.set_world_size(1);
   return out;
 }
 

@@ -37,6 +37,9 @@ std::string DescribeRecipe(const ftune::v1::JobSpec& spec);
 // the first bad field, e.g. "extra_datasets[0].path: '/data/x' is listed twice".
 absl::Status ValidateDatasets(const ftune::v1::JobSpec& spec);
 
+// Data-parallel ranks one job may ask for.
+inline constexpr uint32_t kMaxWorldSize = 256;
+
 // OK, or InvalidArgument naming the first bad field, e.g.
 // "training.batch_size: must be 1..4096". Unset fields (0, empty, absent optional) mean the
 // default and are accepted.
@@ -46,6 +49,7 @@ absl::Status ValidateJobSpec(const ftune::v1::JobSpec& spec);
 // RecipeFor(model), batch_size 8, grad_accum 1, weight_decay 0, max_grad_norm 1,
 // max_seconds 0, keep_last 2, metric_for_best accuracy,
 // early_stopping_threshold 0, seed 42, log_every_steps 10, device auto, max_restarts 3,
+// world_size 1,
 // dataset.eval_fraction 0.2 (and each extra dataset's). Explicit values are kept.
 // training.freeze_feature_encoder stays unset when unset: its default depends on the model
 // (see job.proto).

@@ -436,6 +436,9 @@ void JobSpecFlags::AddTo(CLI::App* cmd) {
                    [](const std::string& v, JobSpec* s) { s->set_device(v); });
   Add<uint32_t>(cmd, "--threads", "Intra-op CPU threads, 0 = all cores",
                 [](uint32_t v, JobSpec* s) { s->set_threads(v); });
+  Add<uint32_t>(cmd, "--world-size",
+                "Data-parallel ranks, one device each; batch size is per rank (default 1)",
+                [](uint32_t v, JobSpec* s) { s->set_world_size(v); });
   Add<std::string>(cmd, "--output-dir", "Checkpoint folder on the worker (required)",
                    [](const std::string& v, JobSpec* s) { s->set_output_dir(v); });
   Add<int32_t>(cmd, "--priority", "Higher runs first",

@@ -53,7 +53,7 @@ TEST(JobRunnerTest, RunsAJobToSuccess) {
   ftune::v1::Job job = ToneJob(ftune::testing::MakeTempDir("data"), out);
   RecordingSink sink;
   CancelToken cancel;
-  JobRunResult result = MakeFineTuneRunner({})->Run(job, "cpu", &sink, &cancel);
+  JobRunResult result = MakeFineTuneRunner({})->Run(job, {.device = "cpu", .distributed = {}}, &sink, &cancel);
   EXPECT_EQ(result.outcome, ftune::v1::JOB_OUTCOME_SUCCEEDED) << result.error;
   ASSERT_GE(sink.events.size(), 2u);
   // First the recipe that filled the unset fields, then what the dataset holds.
@@ -118,7 +118,7 @@ TEST(JobRunnerTest, FineTuningACheckpointOnMoreLabelsLearnsFasterThanFromScratch
   };
   auto run = [](const ftune::v1::Job& job, RecordingSink* sink) {
     CancelToken cancel;
-    JobRunResult result = MakeFineTuneRunner({})->Run(job, "cpu", sink, &cancel);
+    JobRunResult result = MakeFineTuneRunner({})->Run(job, {.device = "cpu", .distributed = {}}, sink, &cancel);
     EXPECT_EQ(result.outcome, ftune::v1::JOB_OUTCOME_SUCCEEDED) << result.error;
     return result;
   };
@@ -176,7 +176,7 @@ TEST(JobRunnerTest, WritesTensorBoardCurvesAndHuggingFaceFiles) {
   const std::string out = ftune::testing::MakeTempDir("out");
   RecordingSink sink;
   CancelToken cancel;
-  JobRunResult result = MakeFineTuneRunner({})->Run(LoggedToneJob(out), "cpu", &sink, &cancel);
+  JobRunResult result = MakeFineTuneRunner({})->Run(LoggedToneJob(out), {.device = "cpu", .distributed = {}}, &sink, &cancel);
   ASSERT_EQ(result.outcome, ftune::v1::JOB_OUTCOME_SUCCEEDED) << result.error;
 
   const nlohmann::json run = ReadTensorBoardRun(out + "/runs/tones");
@@ -248,7 +248,7 @@ TEST(JobRunnerTest, AResumedJobContinuesItsCurvesAndLogWithoutDuplicates) {
     };
     CancelToken cancel;
     LoseLeaseAtStep6 sink(&cancel);
-    JobRunResult lost = MakeFineTuneRunner({})->Run(job, "cpu", &sink, &cancel);
+    JobRunResult lost = MakeFineTuneRunner({})->Run(job, {.device = "cpu", .distributed = {}}, &sink, &cancel);
     ASSERT_EQ(lost.outcome, ftune::v1::JOB_OUTCOME_REQUEUE) << lost.error;
     ASSERT_EQ(CheckpointManager::FindLatestComplete(out),
               (fs::path(out) / "checkpoint-5").string());
@@ -265,7 +265,7 @@ TEST(JobRunnerTest, AResumedJobContinuesItsCurvesAndLogWithoutDuplicates) {
   }
   RecordingSink sink;
   CancelToken cancel;
-  JobRunResult result = MakeFineTuneRunner({})->Run(job, "cpu", &sink, &cancel);
+  JobRunResult result = MakeFineTuneRunner({})->Run(job, {.device = "cpu", .distributed = {}}, &sink, &cancel);
   ASSERT_EQ(result.outcome, ftune::v1::JOB_OUTCOME_SUCCEEDED) << result.error;
 
   const nlohmann::json run = ReadTensorBoardRun(out + "/runs/tones");
@@ -297,7 +297,7 @@ TEST(JobRunnerTest, TheModelCardNamesTheHubModelAJobStartedFrom) {
   first.mutable_spec()->mutable_training()->set_epochs(1);
   RecordingSink sink;
   CancelToken cancel;
-  JobRunResult pretrained = MakeFineTuneRunner({})->Run(first, "cpu", &sink, &cancel);
+  JobRunResult pretrained = MakeFineTuneRunner({})->Run(first, {.device = "cpu", .distributed = {}}, &sink, &cancel);
   ASSERT_EQ(pretrained.outcome, ftune::v1::JOB_OUTCOME_SUCCEEDED) << pretrained.error;
   const fs::path config = fs::path(pretrained.best_checkpoint) / "config.json";
   nlohmann::json json = ReadJson(config);
@@ -307,7 +307,7 @@ TEST(JobRunnerTest, TheModelCardNamesTheHubModelAJobStartedFrom) {
   ftune::v1::Job second = first;
   second.mutable_spec()->set_model(pretrained.best_checkpoint);
   second.mutable_spec()->set_output_dir(ftune::testing::MakeTempDir("out"));
-  JobRunResult result = MakeFineTuneRunner({})->Run(second, "cpu", &sink, &cancel);
+  JobRunResult result = MakeFineTuneRunner({})->Run(second, {.device = "cpu", .distributed = {}}, &sink, &cancel);
   ASSERT_EQ(result.outcome, ftune::v1::JOB_OUTCOME_SUCCEEDED) << result.error;
   std::ifstream card_file(fs::path(result.best_checkpoint) / "README.md");
   const std::string card((std::istreambuf_iterator<char>(card_file)),
@@ -324,7 +324,7 @@ TEST(JobRunnerTest, ReportToNoneWritesNoEventFiles) {
   job.mutable_spec()->mutable_training()->set_epochs(1);
   RecordingSink sink;
   CancelToken cancel;
-  JobRunResult result = MakeFineTuneRunner({})->Run(job, "cpu", &sink, &cancel);
+  JobRunResult result = MakeFineTuneRunner({})->Run(job, {.device = "cpu", .distributed = {}}, &sink, &cancel);
   ASSERT_EQ(result.outcome, ftune::v1::JOB_OUTCOME_SUCCEEDED) << result.error;
   EXPECT_FALSE(std::filesystem::exists(out + "/runs"));
   EXPECT_TRUE(std::filesystem::exists(out + "/all_results.json"));
@@ -336,7 +336,7 @@ TEST(JobRunnerTest, MissingDatasetFailsForGood) {
   job.mutable_spec()->mutable_dataset()->set_path("/nonexistent/ftune-dataset");
   RecordingSink sink;
   CancelToken cancel;
-  JobRunResult result = MakeFineTuneRunner({})->Run(job, "cpu", &sink, &cancel);
+  JobRunResult result = MakeFineTuneRunner({})->Run(job, {.device = "cpu", .distributed = {}}, &sink, &cancel);
   EXPECT_EQ(result.outcome, ftune::v1::JOB_OUTCOME_FAILED);
   EXPECT_FALSE(result.error.empty());
 }
@@ -347,7 +347,7 @@ TEST(JobRunnerTest, BadSpecFailsForGood) {
   job.mutable_spec()->mutable_training()->set_precision(ftune::v1::PRECISION_FP16);  // CPU
   RecordingSink sink;
   CancelToken cancel;
-  JobRunResult result = MakeFineTuneRunner({})->Run(job, "cpu", &sink, &cancel);
+  JobRunResult result = MakeFineTuneRunner({})->Run(job, {.device = "cpu", .distributed = {}}, &sink, &cancel);
   EXPECT_EQ(result.outcome, ftune::v1::JOB_OUTCOME_FAILED);
   EXPECT_NE(result.error.find("fp16"), std::string::npos) << result.error;
 }
@@ -358,7 +358,7 @@ TEST(JobRunnerTest, HandBackBeforeTrainingRequeues) {
   RecordingSink sink;
   CancelToken cancel;
   cancel.Request(StopReason::kHandBack);
-  JobRunResult result = MakeFineTuneRunner({})->Run(job, "cpu", &sink, &cancel);
+  JobRunResult result = MakeFineTuneRunner({})->Run(job, {.device = "cpu", .distributed = {}}, &sink, &cancel);
   EXPECT_EQ(result.outcome, ftune::v1::JOB_OUTCOME_REQUEUE);
 }
 

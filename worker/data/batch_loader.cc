@@ -26,7 +26,9 @@ int64_t MaxSamples(const LoaderOptions& options) {
 std::vector<std::vector<int64_t>> PlanEpoch(const std::vector<Clip>& clips,
                                             const LoaderOptions& options) {
   const int64_t n = int64_t(clips.size());
-  const int64_t batch = std::max(1, options.batch_size);
+  const int64_t per_rank = std::max(1, options.batch_size);
+  const int64_t ranks = std::max(1, options.shard_count);
+  const int64_t batch = per_rank * ranks;
   std::vector<int64_t> order(n);
   std::iota(order.begin(), order.end(), 0);
   if (options.shuffle) {
@@ -45,7 +47,9 @@ std::vector<std::vector<int64_t>> PlanEpoch(const std::vector<Clip>& clips,
   }
   std::vector<std::vector<int64_t>> plan;
   for (int64_t start = 0; start < n; start += batch) {
-    plan.emplace_back(order.begin() + start, order.begin() + std::min(n, start + batch));
+    const int64_t end = std::min(n, start + batch);
+    const int64_t from = std::min(end, start + per_rank * options.shard_rank);
+    plan.emplace_back(order.begin() + from, order.begin() + std::min(end, from + per_rank));
   }
   return plan;
 }

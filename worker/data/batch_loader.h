@@ -45,6 +45,11 @@ struct LoaderOptions {
   int prefetch = 4;
   // Resume inside an epoch: skip the first N batches of this epoch's order.
   int64_t start_batch = 0;
+  // Data-parallel ranks: the epoch is planned as for one loader with batch_size x shard_count
+  // (same order, same global batches), and this one takes slice shard_rank of each global
+  // batch, which may be short or empty at the epoch's end.
+  int shard_rank = 0;
+  int shard_count = 1;
 };
 
 // The epoch's batches as clip indices, before start_batch is applied. Pure.

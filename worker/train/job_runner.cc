@@ -111,9 +111,9 @@ class FineTuneRunner : public JobRunner {
  public:
   explicit FineTuneRunner(const RunnerOptions& options) : options_(options) {}
 
-  JobRunResult Run(const ftune::v1::Job& job, const std::string& device, EventSink* sink,
+  JobRunResult Run(const ftune::v1::Job& job, const Placement& placement, EventSink* sink,
                    CancelToken* cancel) override {
-    auto run = RunOrError(job, device, sink, cancel);
+    auto run = RunOrError(job, placement, sink, cancel);
     JobRunResult result = run.ok() ? *std::move(run) : FromError(run.status());
     const bool ended = result.outcome != ftune::v1::JOB_OUTCOME_REQUEUE &&
                        result.outcome != ftune::v1::JOB_OUTCOME_RETRY;
@@ -126,13 +126,21 @@ class FineTuneRunner : public JobRunner {
   }
 
  private:
-  absl::StatusOr<JobRunResult> RunOrError(const ftune::v1::Job& job, const std::string& device,
+  absl::StatusOr<JobRunResult> RunOrError(const ftune::v1::Job& job, const Placement& placement,
                                           EventSink* sink, CancelToken* cancel) {
     const ftune::v1::JobSpec& spec = job.spec();
     if (absl::Status s = ValidateJobSpec(spec); !s.ok()) return s;
     absl::StatusOr<TrainerConfig> config = ResolveTrainerConfig(spec);
     if (!config.ok()) return config.status();
-    if (!device.empty()) config->device = device;
+    if (!placement.device.empty()) config->device = placement.device;
+    const int world_size = std::max<int>(1, static_cast<int>(spec.world_size()));
+    if (placement.distributed.world_size != world_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the job asks for world_size ", world_size, ", this run is placed as ",
+                       placement.distributed.world_size, " ranks"));
+    }
+    // Only rank 0 reports and writes; the others train and pass on their warnings.
+    const bool lead = placement.distributed.rank == 0;
     if (config->threads == 0) config->threads = options_.default_threads;
     config->loader_threads = options_.loader_threads;
     {
@@ -146,14 +154,14 @@ class FineTuneRunner : public JobRunner {
     // Hugging Face's output files, made from the events that pass through.
     const bool random_init = IsPreset(spec.model());
     HfTrainerFiles hf({spec, *config, random_init, "", ""}, sink);
-    {
+    if (lead) {
       ftune::v1::JobEvent event;
       event.mutable_log()->set_level(ftune::v1::LOG_LEVEL_INFO);
       event.mutable_log()->set_message(DescribeRecipe(spec));
       hf.Emit(std::move(event));
     }
     // The checkpoint the trainer will continue from, if any: the logs continue from it too.
-    const auto resume = ResumePoint(spec.output_dir());
+    const auto resume = lead ? ResumePoint(spec.output_dir()) : std::nullopt;
     if (resume) {
       if (absl::Status s = hf.ContinueFrom(resume->second); !s.ok()) {
         Warn(&hf, absl::StrCat("the Hugging Face log_history starts afresh: ", s.message()));
@@ -169,7 +177,7 @@ class FineTuneRunner : public JobRunner {
     absl::StatusOr<data::Dataset> dataset =
         data::LoadDataset(request, &audio, config->loader_threads);
     if (!dataset.ok()) return dataset.status();
-    {
+    if (lead) {
       ftune::v1::JobEvent event;
       *event.mutable_dataset_summary() = dataset->summary;
       hf.Emit(std::move(event));
@@ -185,6 +193,7 @@ class FineTuneRunner : public JobRunner {
     options.job_id = job.id();
     options.attempt = job.attempt();
     options.feature_cache_bytes = options_.feature_cache_bytes;
+    options.distributed = placement.distributed;
     if (options.random_init) {
       hf.set_started_from(absl::StrCat("the ", spec.model(), " preset (random initialisation)"));
     } else {
@@ -195,9 +204,9 @@ class FineTuneRunner : public JobRunner {
       return hf.WriteCheckpointFiles(dir, step, epoch);
     };
 
-    EventSink* trainer_sink = &hf;
+    EventSink* trainer_sink = lead ? static_cast<EventSink*>(&hf) : sink;
     std::unique_ptr<TensorBoardSink> tensorboard;
-    if (spec.report_to() == ftune::v1::REPORT_TO_TENSORBOARD) {
+    if (lead && spec.report_to() == ftune::v1::REPORT_TO_TENSORBOARD) {
       TensorBoardOptions tb;
       tb.run_dir = TensorBoardRunDir(spec.output_dir(), spec.name());
       if (resume) tb.resume_step = resume->first;
@@ -220,7 +229,8 @@ class FineTuneRunner : public JobRunner {
     // The curves end with the run, however it ended; a write error was reported as a warning.
     if (tensorboard) (void)tensorboard->Close();
     if (!trained.ok()) return trained.status();
-    if (trained->end == TrainEnd::kCompleted || trained->end == TrainEnd::kEarlyStopped) {
+    if (lead &&
+        (trained->end == TrainEnd::kCompleted || trained->end == TrainEnd::kEarlyStopped)) {
       RETURN_IF_ERROR(hf.WriteRunResults(trained->seconds));
     }
 

@@ -10,6 +10,7 @@
 #include "ftune/v1/job.pb.h"
 #include "ftune/v1/worker.pb.h"
 #include "worker/train/cancel_token.h"
+#include "worker/train/distributed_options.h"
 #include "worker/train/event_sink.h"
 
 namespace ftune::train {
@@ -26,12 +27,21 @@ struct JobRunResult {
   double best_metric = 0;
 };
 
+// Where one run of a job goes.
+struct Placement {
+  // "cpu", "cuda:N"; empty: the spec's device.
+  std::string device;
+  // The rank this run is of a data-parallel job (world_size 1: the whole job).
+  DistributedOptions distributed;
+};
+
 class JobRunner {
  public:
   virtual ~JobRunner() = default;
-  // Runs `job` on `device` ("cpu", "cuda:N"), resuming from the newest complete checkpoint
-  // in the job's output_dir when there is one. Emits events to `sink`; polls `cancel`.
-  virtual JobRunResult Run(const ftune::v1::Job& job, const std::string& device,
+  // Runs `job` (or its rank) as placed, resuming from the newest complete checkpoint in the
+  // job's output_dir when there is one. Emits events to `sink`; polls `cancel`. A rank other
+  // than 0 emits only its warnings and errors and writes nothing to output_dir.
+  virtual JobRunResult Run(const ftune::v1::Job& job, const Placement& placement,
                            EventSink* sink, CancelToken* cancel) = 0;
 };
 

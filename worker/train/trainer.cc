@@ -10,6 +10,7 @@
 #include <new>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <thread>
 #include <unordered_map>
 
@@ -20,6 +21,7 @@
 #include "nlohmann/json.hpp"
 #include "torch/torch.h"
 #include "worker/data/batch_loader.h"
+#include "worker/data/random.h"
 #include "worker/model/device.h"
 #include "worker/model/generator.h"
 #include "worker/model/safetensors.h"
@@ -41,6 +43,8 @@ constexpr int kStateFormat = 1;
 constexpr char kOptimizerFile[] = "optimizer.pt";
 constexpr char kRngFile[] = "rng.pt";
 constexpr char kCudaRngFile[] = "rng_cuda.pt";
+// Ranks other than 0 draw dropout masks from their own stream of the job's seed.
+constexpr uint64_t kRankSeedSalt = 0x72616e6b;  // "rank"
 
 double Seconds(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
@@ -119,8 +123,17 @@ struct Trainer::State {
   std::unique_ptr<FusedAdamW> optimizer;
   std::optional<LrSchedule> schedule;
   DynamicLossScaler scaler{LossScalerOptions{.enabled = false}};
-  std::unique_ptr<CheckpointManager> checkpoints;
+  std::unique_ptr<CheckpointManager> checkpoints;  // rank 0 only
   FeatureCache train_features{0}, eval_features{0};
+
+  // Data-parallel (world_size > 1): this rank's membership, its gradient sync, its share of
+  // the evaluation clips, and the stop request every rank agreed on after the last step.
+  std::unique_ptr<Collective> collective;
+  std::unique_ptr<GradientSync> gradient_sync;
+  int rank = 0;
+  int world_size = 1;
+  std::vector<data::Clip> eval_clips;
+  StopReason agreed_stop = StopReason::kNone;
 
   int64_t batches_per_epoch = 0;
   int64_t steps_per_epoch = 0;
@@ -153,14 +166,27 @@ struct Trainer::State {
   double last_grad_norm = 0;
 
   model::HubertForSequenceClassification& model() { return loaded.model; }
-  void Emit(ftune::v1::JobEvent event) { sink->Emit(std::move(event)); }
+  void Emit(ftune::v1::JobEvent event) {
+    if (rank != 0) {
+      // Rank 0 speaks for the run; the others add only what went wrong on them.
+      if (!event.has_log() || event.log().level() < ftune::v1::LOG_LEVEL_WARNING) return;
+      event.mutable_log()->set_message(absl::StrCat("rank ", rank, ": ", event.log().message()));
+    }
+    sink->Emit(std::move(event));
+  }
+
+  // Why the run must stop: this process's request alone, or, across ranks, the one they all
+  // agreed on after the last step (so that every rank stops at the same step).
+  StopReason StopNow() const { return collective ? agreed_stop : cancel->reason(); }
   void Log(ftune::v1::LogLevel level, const std::string& message) {
     Emit(LogEvent(level, message));
   }
 
+  // Clips of global batch `batch` (all ranks' slices together).
   int64_t TrainBatchSize(int64_t batch) const {
     const int64_t n = static_cast<int64_t>(dataset.train.size());
-    return std::min<int64_t>(config.batch_size, n - batch * config.batch_size);
+    const int64_t global = int64_t{config.batch_size} * world_size;
+    return std::min<int64_t>(global, n - batch * global);
   }
 
   // Logits of one batch. With a feature cache, each clip's feature-encoder output is computed
@@ -236,18 +262,23 @@ struct Trainer::State {
   }
 
   // One optimizer step over an accumulation window of `micro_batches` batches holding
-  // `window_samples` clips, pulled in order from `next`. Each micro-batch's loss is weighted
-  // by its share of the window's samples, so any split of the same clips gives the same
-  // gradient (also for an epoch's last, shorter window).
+  // `window_samples` clips (on all ranks together), pulled in order from `next`. Each
+  // micro-batch's loss is weighted by its share of the window's samples, so any split of the
+  // same clips, across micro-batches or ranks, gives the same gradient (also for an epoch's
+  // last, shorter window); summing the ranks' gradients then gives the window's.
   absl::StatusOr<Trainer::StepStats> Step(
       int64_t micro_batches, int64_t window_samples,
       const std::function<absl::StatusOr<data::Batch>()>& next, FeatureCache* features,
       const std::vector<data::Clip>* clips) {
     ClearGradients();
     Trainer::StepStats stats;
+    int64_t samples = 0;
     for (int64_t i = 0; i < micro_batches; ++i) {
       ASSIGN_OR_RETURN(data::Batch batch, next());
       const int64_t n = batch.labels.size(0);
+      // Gradients are summed across ranks during the window's last backward only.
+      if (gradient_sync && i == micro_batches - 1) gradient_sync->Arm();
+      if (n == 0) continue;  // this rank's slice of a short last batch
       const double weight = static_cast<double>(n) / static_cast<double>(window_samples);
       try {
         stats.loss += ForwardBackward(batch, weight, features) * weight;
@@ -255,12 +286,35 @@ struct Trainer::State {
         if (clips == nullptr) throw;
         return ClipError("training", batch, *clips, e);
       }
-      samples_since_log += n;
+      samples += n;
     }
+    if (gradient_sync) gradient_sync->Finish();
     const StepResult result = OptimizerStep();
     stats.grad_norm = result.grad_norm;
     stats.taken = result.taken;
+    if (collective) AgreeAfterStep(&stats, &samples);
+    samples_since_log += samples;
     return stats;
+  }
+
+  // One small all-reduce after each step: the window's loss and clip count over all ranks,
+  // and the stop requests, so every rank stops at the same step and for the same reason (a
+  // lost lease anywhere ends the run before a cancel does, and a cancel before a hand-back).
+  void AgreeAfterStep(Trainer::StepStats* stats, int64_t* samples) {
+    const StopReason own = cancel->reason();
+    torch::Tensor t = torch::tensor(
+        {stats->loss, static_cast<double>(*samples),
+         own == StopReason::kHandBack ? 1.0 : 0.0, own == StopReason::kCancel ? 1.0 : 0.0,
+         own == StopReason::kLeaseLost ? 1.0 : 0.0},
+        torch::kDouble);
+    collective->AllReduceSum(t);
+    const double* v = t.data_ptr<double>();
+    stats->loss = v[0];
+    *samples = static_cast<int64_t>(std::llround(v[1]));
+    agreed_stop = v[4] > 0   ? StopReason::kLeaseLost
+                  : v[3] > 0 ? StopReason::kCancel
+                  : v[2] > 0 ? StopReason::kHandBack
+                             : StopReason::kNone;
   }
 
   // Fractional position in the run: 1.5 = half way through epoch 2.
@@ -310,14 +364,15 @@ struct Trainer::State {
     lo.random_crop = false;
     lo.normalize = loaded.preprocessor.do_normalize;
     lo.threads = config.loader_threads > 0 ? config.loader_threads : 2;
-    data::BatchLoader loader(dataset.eval, cache, lo);
+    data::BatchLoader loader(eval_clips, cache, lo);
     MetricsAccumulator metrics(static_cast<int>(dataset.labels.size()));
     double loss_sum = 0;
     model()->eval();
     {
       torch::NoGradGuard no_grad;
       while (true) {
-        if (cancel->stop_requested()) {
+        // Ranks evaluate together to the end: a stop waits for the step after.
+        if (!collective && cancel->stop_requested()) {
           model()->train();
           return EvalOutcome{.interrupted = true};
         }
@@ -327,7 +382,7 @@ struct Trainer::State {
         try {
           logits = Logits(*batch, cache_eval_features ? &eval_features : nullptr).to(torch::kFloat);
         } catch (const c10::Error& e) {
-          return ClipError("evaluating", *batch, dataset.eval, e);
+          return ClipError("evaluating", *batch, eval_clips, e);
         }
         torch::Tensor labels = batch->labels.to(device);
         loss_sum += torch::nn::functional::cross_entropy(
@@ -343,7 +398,21 @@ struct Trainer::State {
       }
     }
     model()->train();
-    const ClassificationMetrics m = metrics.Compute();
+    ClassificationMetrics m = metrics.Compute();
+    if (collective) {
+      // Each rank evaluated its share of the clips: the counts add up to the whole set's.
+      std::vector<double> counts = {loss_sum};
+      counts.insert(counts.end(), m.confusion.begin(), m.confusion.end());
+      torch::Tensor t = torch::tensor(counts, torch::kDouble);
+      collective->AllReduceSum(t);
+      const double* v = t.data_ptr<double>();
+      loss_sum = v[0];
+      std::vector<uint32_t> confusion(m.confusion.size());
+      for (size_t i = 0; i < confusion.size(); ++i) {
+        confusion[i] = static_cast<uint32_t>(std::llround(v[i + 1]));
+      }
+      m = MetricsFromConfusion(std::move(confusion), static_cast<int>(dataset.labels.size()));
+    }
     const double loss = m.num_samples > 0 ? loss_sum / m.num_samples : 0.0;
     double value = m.accuracy;
     if (config.metric_for_best == BestMetric::kMacroF1) value = m.macro_f1;
@@ -419,6 +488,7 @@ struct Trainer::State {
         {"freeze_backbone", config.freeze_backbone},
         {"max_seconds", config.max_seconds},
         {"group_by_length", config.group_by_length},
+        {"world_size", world_size},
     };
   }
 
@@ -473,6 +543,7 @@ struct Trainer::State {
   }
 
   absl::Status SaveCheckpoint(bool is_best) {
+    if (rank != 0) return absl::OkStatus();  // rank 0 holds the same weights and writes them
     if (last_saved_step != step) {
       ASSIGN_OR_RETURN(last_checkpoint, checkpoints->Save(step, [this](const std::string& dir) {
         RETURN_IF_ERROR(WriteCheckpoint(dir));
@@ -496,13 +567,15 @@ struct Trainer::State {
     return absl::OkStatus();
   }
 
-  absl::Status Restore(const std::string& dir) {
-    ASSIGN_OR_RETURN(nlohmann::json st, ReadJson(fs::path(dir) / kTrainingStateDir /
-                                                 kTrainerStateFile));
+  // The position, counters and loss scale of a saved (or rank 0's) trainer state, after
+  // checking that it belongs to this very run. `what` names where it came from in errors,
+  // `where` the file; `resuming`: from a checkpoint, else from rank 0.
+  absl::Status ApplyTrainerState(const nlohmann::json& st, const std::string& what,
+                                 const std::string& where, bool resuming = true) {
     try {
       if (st.at("format").get<int>() != kStateFormat) {
         return absl::FailedPreconditionError(
-            absl::StrCat(dir, ": unsupported training_state format ", st.at("format").dump()));
+            absl::StrCat(what, ": unsupported training_state format ", st.at("format").dump()));
       }
       // Checkpoints from before "run" existed kept seed, batch size, accumulation and clip
       // count at the top level.
@@ -510,8 +583,13 @@ struct Trainer::State {
       const nlohmann::json identity = RunIdentity();
       for (const auto& [key, now] : identity.items()) {
         if (!saved_run.contains(key) || saved_run.at(key) == now) continue;
+        if (!resuming) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              what, " has ", key, " ", saved_run.at(key).dump(), ", rank ", rank, " has ",
+              now.dump(), ": every rank must run the same job on the same data"));
+        }
         return absl::FailedPreconditionError(absl::StrCat(
-            "cannot resume from ", dir, ": it was trained with ", key, " ",
+            "cannot resume from ", what, ": it was trained with ", key, " ",
             saved_run.at(key).dump(), ", this run has ", now.dump(),
             " (to start over, use a new output folder)"));
       }
@@ -530,14 +608,21 @@ struct Trainer::State {
                        LossScalerState::FromJson(st.at("loss_scaler")));
       RETURN_IF_ERROR(scaler.Restore(scaler_state));
     } catch (const nlohmann::json::exception& e) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(dir, "/", kTrainingStateDir, "/", kTrainerStateFile, ": ", e.what()));
+      return absl::FailedPreconditionError(absl::StrCat(where, ": ", e.what()));
     }
     if (batch_in_epoch < 0 || batch_in_epoch >= batches_per_epoch || epoch < 0 || step < 0) {
       return absl::FailedPreconditionError(
-          absl::StrCat(dir, ": position epoch ", epoch, " batch ", batch_in_epoch,
+          absl::StrCat(what, ": position epoch ", epoch, " batch ", batch_in_epoch,
                        " does not fit this dataset (", batches_per_epoch, " batches/epoch)"));
     }
+    return absl::OkStatus();
+  }
+
+  absl::Status Restore(const std::string& dir) {
+    ASSIGN_OR_RETURN(nlohmann::json st, ReadJson(fs::path(dir) / kTrainingStateDir /
+                                                 kTrainerStateFile));
+    RETURN_IF_ERROR(ApplyTrainerState(
+        st, dir, absl::StrCat(dir, "/", kTrainingStateDir, "/", kTrainerStateFile)));
     ASSIGN_OR_RETURN(auto tensors,
                      model::ReadSafetensors((fs::path(dir) / "model.safetensors").string()));
     RETURN_IF_ERROR(model::LoadStateDict(model(), std::move(tensors), {}, nullptr));
@@ -569,6 +654,46 @@ struct Trainer::State {
     return absl::OkStatus();
   }
 
+  // Every rank continues from rank 0's state: its position and counters (refused when a rank's
+  // run differs, e.g. another dataset on that machine), its weights (initial or resumed) and,
+  // after a resume, its optimizer moments. Other ranks then draw their own dropout masks.
+  absl::Status SyncFromRankZero() {
+    const std::string state =
+        collective->BroadcastBytes(rank == 0 ? TrainerStateJson().dump() : std::string());
+    if (rank != 0) {
+      nlohmann::json st;
+      try {
+        st = nlohmann::json::parse(state);
+      } catch (const nlohmann::json::exception& e) {
+        return absl::InternalError(absl::StrCat("rank 0's trainer state: ", e.what()));
+      }
+      RETURN_IF_ERROR(ApplyTrainerState(st, "rank 0", "rank 0's trainer state",
+                                        /*resuming=*/false));
+    }
+    std::vector<torch::Tensor> tensors;
+    for (const torch::Tensor& p : model()->parameters()) tensors.push_back(p.data());
+    for (const torch::Tensor& b : model()->buffers()) tensors.push_back(b);
+    collective->Broadcast(tensors);
+    std::string moments;
+    if (rank == 0 && step > 0) {
+      std::ostringstream out;
+      torch::save(*optimizer, out);
+      moments = out.str();
+    }
+    moments = collective->BroadcastBytes(moments);
+    if (rank != 0 && !moments.empty()) {
+      std::istringstream in(moments);
+      torch::load(*optimizer, in, device);
+    }
+    if (rank != 0) {
+      std::lock_guard<std::mutex> lock(generator.mutex());
+      generator.set_current_seed(data::DeriveSeed(config.seed, kRankSeedSalt,
+                                                  static_cast<uint64_t>(rank),
+                                                  static_cast<uint64_t>(step)));
+    }
+    return absl::OkStatus();
+  }
+
   // One epoch from the current position; returns why training must stop, if it must.
   absl::StatusOr<std::optional<TrainEnd>> TrainEpoch() {
     data::LoaderOptions lo;
@@ -582,6 +707,8 @@ struct Trainer::State {
     lo.normalize = loaded.preprocessor.do_normalize;
     lo.threads = config.loader_threads > 0 ? config.loader_threads : 2;
     lo.start_batch = batch_in_epoch;
+    lo.shard_rank = rank;
+    lo.shard_count = world_size;
     data::BatchLoader loader(dataset.train, cache, lo);
     const int64_t nb = loader.num_batches();
     FeatureCache* features = cache_train_features ? &train_features : nullptr;
@@ -620,7 +747,7 @@ struct Trainer::State {
   // if it must.
   absl::StatusOr<std::optional<TrainEnd>> AfterStep(bool epoch_done, int epoch_1based) {
     // Another worker may own the job now: evaluate nothing, write nothing.
-    if (cancel->reason() == StopReason::kLeaseLost) return TrainEnd::kLeaseLost;
+    if (StopNow() == StopReason::kLeaseLost) return TrainEnd::kLeaseLost;
     EvalOutcome eval;
     bool evaluated = false;
     if ((config.eval_every_steps > 0 && step % config.eval_every_steps == 0) ||
@@ -642,7 +769,7 @@ struct Trainer::State {
                        BestMetricName(config.metric_for_best)));
       return TrainEnd::kEarlyStopped;
     }
-    switch (cancel->reason()) {
+    switch (StopNow()) {
       case StopReason::kNone:
         break;
       case StopReason::kLeaseLost:
@@ -704,7 +831,15 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
                                                    HostCpuFeatures(), /*cuda_bf16=*/true));
     // On the thread that trains (0 = all cores).
     model::SetIntraOpThreads(config.threads);
-    s->generator = model::MakeCpuGenerator(config.seed);
+    const DistributedOptions& dist = options.distributed;
+    if (dist.distributed()) {
+      s->rank = dist.rank;
+      s->world_size = dist.world_size;
+    }
+    s->generator = model::MakeCpuGenerator(
+        s->rank == 0 ? config.seed
+                     : data::DeriveSeed(config.seed, kRankSeedSalt,
+                                        static_cast<uint64_t>(s->rank)));
 
     for (const std::string& note : s->loaded.notes) s->Log(ftune::v1::LOG_LEVEL_INFO, note);
     s->Log(ftune::v1::LOG_LEVEL_INFO,
@@ -776,7 +911,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
     s->scaler = DynamicLossScaler(LossScalerOptions{.enabled = s->precision.loss_scaling});
 
     const int64_t n = static_cast<int64_t>(s->dataset.train.size());
-    s->batches_per_epoch = (n + config.batch_size - 1) / config.batch_size;
+    const int64_t global_batch = int64_t{config.batch_size} * s->world_size;
+    s->batches_per_epoch = (n + global_batch - 1) / global_batch;
     s->steps_per_epoch = StepsPerEpoch(s->batches_per_epoch, config.grad_accum);
     s->total_steps = s->steps_per_epoch * config.epochs;
     ASSIGN_OR_RETURN(LrSchedule schedule,
@@ -800,13 +936,33 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(
                         cnn_frozen ? "frozen" : "trainable",
                         s->cache_train_features ? " (its output is computed once and reused)"
                                                 : ""));
-    CheckpointManagerOptions checkpoint_options;
-    checkpoint_options.keep_last = config.keep_last;
-    checkpoint_options.job = options.job_id;
-    checkpoint_options.attempt = options.attempt;
-    checkpoint_options.may_write = [cancel] { return cancel->MayWrite(); };
-    ASSIGN_OR_RETURN(s->checkpoints,
-                     CheckpointManager::Create(config.output_dir, std::move(checkpoint_options)));
+    // Evaluation clips are dealt out to ranks in turn; one rank evaluates them all.
+    for (size_t i = 0; i < s->dataset.eval.size(); ++i) {
+      if (static_cast<int>(i % s->world_size) == s->rank) {
+        s->eval_clips.push_back(s->dataset.eval[i]);
+      }
+    }
+    if (s->rank == 0) {
+      CheckpointManagerOptions checkpoint_options;
+      checkpoint_options.keep_last = config.keep_last;
+      checkpoint_options.job = options.job_id;
+      checkpoint_options.attempt = options.attempt;
+      checkpoint_options.may_write = [cancel] { return cancel->MayWrite(); };
+      ASSIGN_OR_RETURN(s->checkpoints, CheckpointManager::Create(config.output_dir,
+                                                                 std::move(checkpoint_options)));
+    }
+    if (dist.distributed()) {
+      ASSIGN_OR_RETURN(const std::string backend, BackendFor(s->device));
+      s->Log(ftune::v1::LOG_LEVEL_INFO,
+             absl::StrCat("data-parallel: ", dist.world_size, " ranks over ", backend,
+                          " (rendezvous ", dist.host, ":", dist.port, "); effective batch ",
+                          config.batch_size, " x ", config.grad_accum, " accumulation x ",
+                          dist.world_size, " ranks = ",
+                          global_batch * config.grad_accum));
+      ASSIGN_OR_RETURN(s->collective, Collective::Join(dist, s->device));
+      s->gradient_sync =
+          std::make_unique<GradientSync>(s->collective.get(), s->params, dist.bucket_bytes);
+    }
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("preparing training: ", e.what_without_backtrace()));
   }
@@ -820,7 +976,8 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   s.run_start = Clock::now();
   s.log_start = s.run_start;
   try {
-    if (s.options.resume) {
+    // Rank 0 alone reads the output folder; the others take its state below.
+    if (s.options.resume && s.rank == 0) {
       if (auto latest = CheckpointManager::FindLatestComplete(s.config.output_dir)) {
         RETURN_IF_ERROR(s.Restore(*latest));
         result.resumed = true;
@@ -829,6 +986,8 @@ absl::StatusOr<TrainResult> Trainer::Run() {
                            s.batch_in_epoch, ", step ", s.step, ")"));
       }
     }
+    if (s.collective) RETURN_IF_ERROR(s.SyncFromRankZero());
+    result.resumed = result.resumed || s.step > 0;
     s.steps_at_start = s.step;
     TrainEnd end = TrainEnd::kCompleted;
     while (s.epoch < s.config.epochs) {
@@ -845,6 +1004,9 @@ absl::StatusOr<TrainResult> Trainer::Run() {
       }
     }
     result.end = end;
+  } catch (const CollectiveError& e) {
+    // Another attempt, on whichever devices are free then, may well pass.
+    return absl::UnavailableError(absl::StrCat("rank ", s.rank, ": ", e.what()));
   } catch (const c10::OutOfMemoryError& e) {
     return absl::ResourceExhaustedError(absl::StrCat("training: ", e.what_without_backtrace()));
   } catch (const c10::Error& e) {
@@ -879,6 +1041,11 @@ absl::StatusOr<Trainer::StepStats> Trainer::TrainStep(const std::vector<data::Ba
   try {
     int64_t samples = 0;
     for (const auto& b : batches) samples += b.labels.size(0);
+    if (s.collective) {  // the window spans every rank's batches
+      torch::Tensor total = torch::tensor({static_cast<double>(samples)}, torch::kDouble);
+      s.collective->AllReduceSum(total);
+      samples = static_cast<int64_t>(std::llround(total.item<double>()));
+    }
     s.model()->train();
     size_t i = 0;
     return s.Step(static_cast<int64_t>(batches.size()), samples,

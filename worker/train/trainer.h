@@ -14,6 +14,7 @@
 #include "worker/data/dataset.h"
 #include "worker/model/checkpoint.h"
 #include "worker/train/cancel_token.h"
+#include "worker/train/distributed.h"
 #include "worker/train/event_sink.h"
 #include "worker/train/trainer_config.h"
 
@@ -62,6 +63,9 @@ struct TrainerOptions {
   // same job clears what an interrupted one left, and nothing else.
   std::string job_id = "local";
   uint32_t attempt = 0;
+  // One rank of a data-parallel run (world_size > 1): joins the group in Create; rank 0 alone
+  // writes checkpoints and emits events (other ranks pass on only their warnings and errors).
+  DistributedOptions distributed;
 };
 
 class Trainer {
