@@ -1,7 +1,9 @@
 // `ftworker bench`: times training steps of the real trainer on synthetic clips and prints
 // samples/s (with --json, one object with at least samples_per_sec). With --inference it
 // times forward passes as ftserve runs them (weights prepared once at the compute dtype,
-// autocast on) and prints the median and p90 milliseconds per batch.
+// autocast on) and prints the median and p90 milliseconds per batch. With --world-size N it
+// times data-parallel steps of N local ranks (batch size per rank) and prints their total
+// samples/s.
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,6 +23,7 @@
 #include "torch/csrc/autograd/profiler_legacy.h"
 #include "torch/torch.h"
 #include "worker/commands.h"
+#include "worker/local_ranks.h"
 #include "worker/data/audio.h"
 #include "worker/model/checkpoint.h"
 #include "worker/model/config.h"
@@ -49,6 +52,8 @@ struct BenchFlags {
   std::string profile;
   bool json = false;
   bool inference = false;
+  int world_size = 1;
+  LocalRankFlags ranks;
 };
 
 // Discards events: the benchmark prints its own figures.
@@ -67,8 +72,10 @@ absl::StatusOr<nlohmann::json> Bench(const BenchFlags& flags) {
   if (!precision.ok()) return precision.status();
   ftune::v1::JobSpec spec;
   spec.set_model(flags.model);
-  spec.set_device(flags.device);
-  spec.set_threads(flags.threads);
+  spec.set_device(flags.ranks.rank >= 0 ? flags.ranks.rank_device : flags.device);
+  spec.set_threads(flags.threads == 0 && flags.world_size > 1 && spec.device() == "cpu"
+                       ? LocalRankThreads(flags.world_size)
+                       : flags.threads);
   auto* t = spec.mutable_training();
   t->set_batch_size(flags.batch_size);
   t->set_grad_accum(flags.grad_accum);
@@ -97,6 +104,7 @@ absl::StatusOr<nlohmann::json> Bench(const BenchFlags& flags) {
   train::CancelToken cancel;
   train::TrainerOptions options;
   options.resume = false;
+  if (flags.ranks.rank >= 0) options.distributed = flags.ranks.Distributed(flags.world_size);
   auto trainer = train::Trainer::Create(*config, *std::move(loaded), std::move(dataset), &audio,
                                         &sink, &cancel, options);
   std::error_code ec;
@@ -146,9 +154,11 @@ absl::StatusOr<nlohmann::json> Bench(const BenchFlags& flags) {
                             : (step_seconds[mid - 1] + step_seconds[mid]) / 2;
   profiler.reset();  // writes the trace
   std::filesystem::remove_all(out_dir, ec);
-  const double clips = static_cast<double>(flags.steps) * flags.batch_size * flags.grad_accum;
+  const double clips = static_cast<double>(flags.steps) * flags.batch_size * flags.grad_accum *
+                       flags.world_size;
   return nlohmann::json{
       {"model", model_name},
+      {"world_size", flags.world_size},
       {"batch_size", flags.batch_size},
       {"seconds", flags.seconds},
       {"grad_accum", flags.grad_accum},
@@ -225,11 +235,19 @@ absl::StatusOr<nlohmann::json> InferenceBench(const BenchFlags& flags) {
 int RunBench(const BenchFlags& flags) {
   LogConfig log{.level = "warn", .file = "", .name = "ftworker"};
   if (absl::Status s = SetUpLogging(log); !s.ok()) return 2;
+  if (flags.world_size > 1 && flags.inference) {
+    std::cerr << "ftworker bench: --world-size is for training steps, not --inference\n";
+    return 2;
+  }
+  if (flags.world_size > 1 && flags.ranks.rank < 0) {
+    return LaunchLocalRanks(flags.ranks, flags.world_size, flags.device);
+  }
   auto result = flags.inference ? InferenceBench(flags) : Bench(flags);
   if (!result.ok()) {
     std::cerr << "ftworker bench: " << result.status().message() << "\n";
     return result.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
   }
+  if (flags.ranks.rank > 0) return 0;  // rank 0 reports for all
   if (flags.json) {
     std::cout << result->dump() << std::endl;
   } else if (flags.inference) {
@@ -242,9 +260,10 @@ int RunBench(const BenchFlags& flags) {
         (*result)["ms_p90"].get<double>(), (*result)["clips_per_sec"].get<double>(), flags.steps);
   } else {
     std::cout << fmt::format(
-        "{} batch {} x {:.1f}s accum {} precision {} threads {}: {:.2f} samples/s "
+        "{} batch {} x {:.1f}s accum {}{} precision {} threads {}: {:.2f} samples/s "
         "({:.0f} ms/step over {} steps)\n",
         (*result)["model"].get<std::string>(), flags.batch_size, flags.seconds, flags.grad_accum,
+        flags.world_size > 1 ? fmt::format(" x {} ranks", flags.world_size) : "",
         flags.precision, (*result)["threads"].get<int>(),
         (*result)["samples_per_sec"].get<double>(), (*result)["step_ms"].get<double>(),
         flags.steps);
@@ -283,6 +302,10 @@ void AddBenchCommand(CLI::App& app, int* exit_code) {
   cmd->add_flag("--inference", flags->inference,
                 "Time forward passes as ftserve runs them instead of training steps (--steps "
                 "passes after --warmup)");
+  cmd->add_option("--world-size", flags->world_size,
+                  "Data-parallel ranks started on this machine (batch size per rank)")
+      ->capture_default_str();
+  flags->ranks.AddTo(cmd);
   cmd->add_flag("--json", flags->json, "Print one JSON object");
   cmd->callback([flags, exit_code] { *exit_code = RunBench(*flags); });
 }

@@ -2,35 +2,26 @@
 // prints its events (human lines, or one JobEvent JSON object per line with --json, then a
 // summary object).
 //
-// With --world-size N it starts N rank processes of itself, as torchrun does: it serves their
-// rendezvous, gives each its device, prints rank 0's events (the other ranks' warnings go to
-// stderr) and stops them all when one fails.
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
+// With --world-size N it starts N rank processes of itself (worker/local_ranks.h) and prints
+// rank 0's events.
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "common/job_spec.h"
 #include "common/job_spec_flags.h"
 #include "common/logging.h"
 #include "common/shutdown.h"
 #include "fmt/format.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
-#include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
-#include "torch/cuda.h"
 #include "worker/commands.h"
+#include "worker/local_ranks.h"
 #include "worker/runner_flags.h"
-#include "worker/train/distributed.h"
 #include "worker/train/job_runner.h"
 
 namespace ftune::worker {
@@ -43,12 +34,7 @@ struct TrainFlags {
   CacheFlags caches;
   bool json = false;
   LogConfig log{.level = "warn", .file = "", .name = "ftworker"};
-  // Data-parallel: one device per rank, e.g. cpu,cpu or cuda:0,cuda:1.
-  std::string devices;
-  // Set by the launcher on the rank processes it starts.
-  int rank = -1;
-  int rendezvous_port = 0;
-  std::string rank_device;
+  LocalRankFlags ranks;
 };
 
 std::string Join(const google::protobuf::RepeatedField<double>& values, int precision) {
@@ -153,113 +139,6 @@ const char* StateName(const train::JobRunResult& result) {
   }
 }
 
-// The devices of `world_size` local ranks: --devices as given, else one CUDA device each when
-// the spec allows CUDA and there are enough, else the CPU for all.
-absl::StatusOr<std::vector<std::string>> RankDevices(const std::string& devices,
-                                                     const std::string& spec_device,
-                                                     int world_size) {
-  std::vector<std::string> out;
-  if (!devices.empty()) {
-    out = absl::StrSplit(devices, ',');
-    if (static_cast<int>(out.size()) != world_size) {
-      return absl::InvalidArgumentError(fmt::format(
-          "--devices names {} devices, --world-size is {}", out.size(), world_size));
-    }
-    for (const std::string& d : out) {
-      if (d.empty() || d == "auto" || d == "cuda" || !IsValidDeviceName(d)) {
-        return absl::InvalidArgumentError(
-            fmt::format("--devices: '{}' is not cpu or cuda:N", d));
-      }
-    }
-    return out;
-  }
-  const bool cuda = spec_device != "cpu" && static_cast<int>(torch::cuda::device_count()) >= world_size;
-  if (spec_device == "cuda" && !cuda) {
-    return absl::FailedPreconditionError(fmt::format(
-        "device cuda with --world-size {}: this machine has {} CUDA devices", world_size,
-        torch::cuda::device_count()));
-  }
-  for (int r = 0; r < world_size; ++r) out.push_back(cuda ? fmt::format("cuda:{}", r) : "cpu");
-  return out;
-}
-
-// This process's own command line (argv), to start the ranks with.
-std::vector<std::string> OwnArguments() {
-  std::ifstream in("/proc/self/cmdline", std::ios::binary);
-  std::vector<std::string> args;
-  std::string arg;
-  while (std::getline(in, arg, '\0')) args.push_back(arg);
-  return args;
-}
-
-// Starts the ranks of a --world-size N run and waits for them; the exit status of the run.
-int LaunchRanks(const TrainFlags& flags, const ftune::v1::JobSpec& spec) {
-  const int world_size = static_cast<int>(spec.world_size());
-  absl::StatusOr<std::vector<std::string>> devices =
-      RankDevices(flags.devices, spec.device(), world_size);
-  if (!devices.ok()) {
-    std::cerr << "ftworker train: " << devices.status().message() << "\n";
-    return 2;
-  }
-  absl::StatusOr<std::unique_ptr<train::RendezvousServer>> rendezvous =
-      train::RendezvousServer::Start("127.0.0.1");
-  if (!rendezvous.ok()) {
-    std::cerr << "ftworker train: " << rendezvous.status().message() << "\n";
-    return 1;
-  }
-  const std::vector<std::string> own = OwnArguments();
-  InstallShutdownHandlers();
-  std::vector<pid_t> ranks;
-  for (int r = 0; r < world_size; ++r) {
-    std::vector<std::string> args = own;
-    for (const std::string& extra :
-         {std::string("--rank"), std::to_string(r), std::string("--rendezvous-port"),
-          std::to_string((*rendezvous)->port()), std::string("--rank-device"), (*devices)[r]}) {
-      args.push_back(extra);
-    }
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const pid_t pid = fork();
-    if (pid == 0) {
-      if (r != 0) dup2(STDERR_FILENO, STDOUT_FILENO);  // one stream of events: rank 0's
-      execv("/proc/self/exe", argv.data());
-      _exit(127);
-    }
-    if (pid < 0) {
-      std::cerr << "ftworker train: cannot start rank " << r << "\n";
-      for (pid_t started : ranks) kill(started, SIGTERM);
-      break;
-    }
-    ranks.push_back(pid);
-  }
-  // A stop request (Ctrl-C, SIGTERM) goes to every rank; each stops at the same step.
-  std::thread forward([&ranks] {
-    if (WaitForShutdown() != 0) {
-      for (pid_t pid : ranks) kill(pid, SIGTERM);
-    }
-  });
-  int exit_code = static_cast<int>(ranks.size()) == world_size ? 0 : 1;
-  int rank0_code = -1;
-  for (size_t left = ranks.size(); left > 0; --left) {
-    int status = 0;
-    const pid_t pid = wait(&status);
-    if (pid < 0) break;
-    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    if (pid == ranks[0]) rank0_code = code;
-    if (code != 0 && exit_code == 0) {
-      exit_code = code;
-      // The others would only wait in their collectives for the timeout.
-      for (pid_t other : ranks) {
-        if (other != pid) kill(other, SIGTERM);
-      }
-    }
-  }
-  RequestShutdown();
-  forward.join();
-  return rank0_code > 0 ? rank0_code : exit_code;
-}
-
 int Train(const TrainFlags& flags) {
   if (absl::Status s = SetUpLogging(flags.log); !s.ok()) {
     std::cerr << s.message() << "\n";
@@ -271,18 +150,17 @@ int Train(const TrainFlags& flags) {
     return 2;
   }
   const int world_size = std::max<int>(1, static_cast<int>(spec->world_size()));
-  if (world_size > 1 && flags.rank < 0) return LaunchRanks(flags, *spec);
-  if (world_size == 1 && !flags.devices.empty()) {
+  if (world_size > 1 && flags.ranks.rank < 0) {
+    return LaunchLocalRanks(flags.ranks, world_size, spec->device());
+  }
+  if (world_size == 1 && !flags.ranks.devices.empty()) {
     std::cerr << "ftworker train: --devices is for --world-size N > 1 (else use --device)\n";
     return 2;
   }
   train::Placement placement{.device = spec->device(), .distributed = {}};
-  if (flags.rank >= 0) {
-    placement.device = flags.rank_device;
-    placement.distributed.rank = flags.rank;
-    placement.distributed.world_size = world_size;
-    placement.distributed.port = flags.rendezvous_port;
-    placement.distributed.rank0_serves_store = false;  // the launcher serves it
+  if (flags.ranks.rank >= 0) {
+    placement.device = flags.ranks.rank_device;
+    placement.distributed = flags.ranks.Distributed(world_size);
   }
   const bool lead = placement.distributed.rank == 0;
   ftune::v1::Job job;
@@ -301,9 +179,7 @@ int Train(const TrainFlags& flags) {
   train::RunnerOptions runner_options;
   flags.caches.Apply(&runner_options);
   if (world_size > 1 && placement.device == "cpu") {
-    // Ranks sharing this machine's cores share them out instead of each taking all.
-    runner_options.default_threads =
-        std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / world_size);
+    runner_options.default_threads = LocalRankThreads(world_size);
   }
   auto runner = train::MakeFineTuneRunner(runner_options);
   train::JobRunResult result = runner->Run(job, placement, &sink, &cancel);
@@ -314,7 +190,7 @@ int Train(const TrainFlags& flags) {
 
   const std::string state = StateName(result);
   if (!lead) {  // rank 0 prints the run's summary
-    if (!result.error.empty()) std::cerr << "rank " << flags.rank << ": " << result.error << "\n";
+    if (!result.error.empty()) std::cerr << "rank " << flags.ranks.rank << ": " << result.error << "\n";
   } else if (flags.json) {
     nlohmann::json summary = {
         {"state", state},
@@ -353,13 +229,7 @@ void AddTrainCommand(CLI::App& app, int* exit_code) {
                 "One JobEvent JSON object per line, then a summary object");
   cmd->add_option("--log-level", flags->log.level, "trace|debug|info|warn|error")
       ->capture_default_str();
-  cmd->add_option("--devices", flags->devices,
-                  "With --world-size N: the ranks' devices, e.g. cpu,cpu or cuda:0,cuda:1 "
-                  "(default: one CUDA device each when there are enough, else cpu)");
-  // Set by the launcher on the rank processes it starts.
-  cmd->add_option("--rank", flags->rank)->group("");
-  cmd->add_option("--rendezvous-port", flags->rendezvous_port)->group("");
-  cmd->add_option("--rank-device", flags->rank_device)->group("");
+  flags->ranks.AddTo(cmd);
   cmd->callback([flags, exit_code] { *exit_code = Train(*flags); });
 }
 

@@ -102,10 +102,12 @@ def main():
     runs = {"ftune": [], "reference": []}
     seconds = {"ftune": 0.0, "reference": 0.0}
     for seed in a.seeds:
+        # Written afresh every time: a folder left by an earlier build would start the reference
+        # from another initialisation than ftune's preset.
         init = os.path.join(a.work, f"init-{a.model}-{seed}")
-        if not os.path.isdir(init):
-            subprocess.run([a.ftworker, "init-model", "--model", a.model, "--labels", ",".join(EMOTIONS),
-                            "--seed", str(seed), "--output-dir", init], check=True, stdout=subprocess.DEVNULL)
+        shutil.rmtree(init, ignore_errors=True)
+        subprocess.run([a.ftworker, "init-model", "--model", a.model, "--labels", ",".join(EMOTIONS),
+                        "--seed", str(seed), "--output-dir", init], check=True, stdout=subprocess.DEVNULL)
         start = time.perf_counter()
         runs["ftune"].append(ftune_run(a, manifest, seed, os.path.join(a.work, f"run-{seed}")))
         seconds["ftune"] += time.perf_counter() - start

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "nlohmann/json.hpp"
 #include "tests/support/process.h"
 #include "worker/model/checkpoint.h"
 #include "worker/model/device.h"
@@ -200,6 +201,21 @@ TEST_F(StrictLoadTest, PlainPositionalConvWeightAndMissingMaskEmbedding) {
   // Both spellings at once is ambiguous.
   t[p + "weight_g"] = tensors_.at(p + "weight_g");
   ExpectNamed(LoadWith(t), p + "weight");
+}
+
+// A config that turns SpecAugment off has no mask embedding; the checkpoint's is left out
+// (as Hugging Face does) instead of failing the load.
+TEST_F(StrictLoadTest, MaskEmbeddingOfAConfigWithoutMaskingIsIgnored) {
+  const std::string config_path = dir_ + "/config.json";
+  nlohmann::json config = nlohmann::json::parse(std::ifstream(config_path));
+  config["mask_time_prob"] = 0.0;
+  config["mask_feature_prob"] = 0.0;
+  std::ofstream(config_path) << config.dump();
+  auto m = LoadModel(dir_, {}, 1);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->model->named_parameters().find("hubert.masked_spec_embed"), nullptr);
+  EXPECT_TRUE(torch::equal(m->model->classifier->weight,
+                           tensors_.at("classifier.weight").to(torch::kFloat)));
 }
 
 TEST_F(StrictLoadTest, BadConfigAndMissingWeightsAreErrors) {

@@ -8,6 +8,7 @@
 
 #include <torch/serialize.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/job_spec.h"
@@ -108,6 +109,12 @@ absl::Status LoadStateDict(HubertForSequenceClassification& model,
   try {
     RETURN_IF_ERROR(NormalizeWeightNorm(tensors));
     auto params = model->named_parameters(/*recurse=*/true);
+    // SpecAugment's mask embedding exists only while the config masks (mask_time_prob or
+    // mask_feature_prob > 0); with masking turned off it is left out, as Hugging Face does.
+    for (auto it = tensors.begin(); it != tensors.end();) {
+      const bool mask_embedding = absl::EndsWith(it->first, "masked_spec_embed");
+      it = mask_embedding && params.find(it->first) == nullptr ? tensors.erase(it) : std::next(it);
+    }
     for (const auto& [name, tensor] : tensors) {
       const torch::Tensor* param = params.find(name);
       if (param == nullptr) {
