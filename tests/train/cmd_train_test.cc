@@ -1,4 +1,8 @@
 // `ftworker train` and `ftworker bench` as a user runs them.
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include "absl/strings/str_split.h"
@@ -75,6 +79,102 @@ TEST(CmdTrainTest, SpecFileAndBadFlags) {
   EXPECT_TRUE(lines.back().contains("error"));
 }
 
+std::vector<std::string> ToneTrainArgs(const std::string& data, const std::string& out,
+                                       int epochs) {
+  return {BinaryPath("ftworker"), "train", "--dataset", data, "--layout", "folders", "--model",
+          "tiny", "--epochs", std::to_string(epochs), "--batch-size", "2", "--learning-rate",
+          "1e-3", "--precision", "fp32", "--threads", "1", "--output-dir", out, "--json"};
+}
+
+// The pid of the process started by `parent` whose command line holds `arg`, arg_next.
+std::optional<pid_t> ChildWithArgs(pid_t parent, const std::string& arg,
+                                   const std::string& arg_next) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string pid, comm, state;
+    pid_t ppid = 0;
+    if (!(stat >> pid >> comm >> state >> ppid) || ppid != parent) continue;
+    std::ifstream cmdline(entry.path() / "cmdline", std::ios::binary);
+    std::vector<std::string> args;
+    for (std::string a; std::getline(cmdline, a, '\0');) args.push_back(a);
+    for (size_t i = 0; i + 1 < args.size(); ++i) {
+      if (args[i] == arg && args[i + 1] == arg_next) return static_cast<pid_t>(std::stoi(name));
+    }
+  }
+  return std::nullopt;
+}
+
+// --world-size 2 on one machine: two rank processes, one stream of events (rank 0's) and one
+// summary on stdout.
+TEST(CmdTrainTest, WorldSizeTwoRunsLocalRanksAsOneStream) {
+  const std::string data = MakeTempDir("data");
+  const std::string out = MakeTempDir("out");
+  testing::ToneSetOptions tones;
+  tones.train_per_class = 6;
+  tones.eval_per_class = 2;
+  testing::MakeToneDataset(data, tones);
+  std::vector<std::string> args = ToneTrainArgs(data, out, 2);
+  for (const char* extra : {"--world-size", "2", "--devices", "cpu,cpu"}) args.push_back(extra);
+  auto run = RunCommand(args, absl::Minutes(3));
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->exit_code, 0) << run->out;
+  std::vector<nlohmann::json> lines = JsonLines(run->out);  // any stray line fails to parse
+  ASSERT_GE(lines.size(), 4u);
+  int data_parallel = 0, summaries = 0, evals = 0;
+  for (const auto& l : lines) {
+    if (l.contains("log")) {
+      data_parallel += l["log"]["message"].get<std::string>().find(
+                           "data-parallel: 2 ranks over gloo") != std::string::npos;
+    }
+    summaries += l.contains("state") && !l.contains("job_id");
+    evals += l.contains("eval_result");
+  }
+  EXPECT_EQ(data_parallel, 1);
+  EXPECT_EQ(summaries, 1);
+  EXPECT_EQ(evals, 2);
+  EXPECT_EQ(lines.back()["state"], "SUCCEEDED") << lines.back().dump();
+
+  auto mismatch = RunCommand({BinaryPath("ftworker"), "train", "--dataset", data, "--layout",
+                              "folders", "--model", "tiny", "--world-size", "2", "--devices",
+                              "cpu", "--output-dir", out},
+                             absl::Minutes(1));
+  ASSERT_TRUE(mismatch.ok());
+  EXPECT_EQ(mismatch->exit_code, 2);
+}
+
+// A rank killed with -9 mid-run ends the run: the other rank's collective fails (no rank
+// stays blocked) and the launcher exits with an error.
+TEST(CmdTrainTest, ARankKilledMidRunEndsTheRun) {
+  const std::string data = MakeTempDir("data");
+  const std::string out = MakeTempDir("out");
+  testing::ToneSetOptions tones;
+  tones.train_per_class = 8;
+  tones.eval_per_class = 1;
+  testing::MakeToneDataset(data, tones);
+  std::vector<std::string> args = ToneTrainArgs(data, out, 200);
+  for (const char* extra : {"--world-size", "2", "--devices", "cpu,cpu"}) args.push_back(extra);
+  auto launcher = ftune::testing::ChildProcess::Start(args);
+  ASSERT_TRUE(launcher.ok()) << launcher.status();
+  // Training has started once progress is printed.
+  bool training = false;
+  while (!training) {
+    absl::StatusOr<std::string> line = launcher->ReadLine(absl::Minutes(2));
+    ASSERT_TRUE(line.ok()) << line.status();
+    training = line->find("train_progress") != std::string::npos;
+  }
+  std::optional<pid_t> rank0 = ChildWithArgs(launcher->pid(), "--rank", "0");
+  std::optional<pid_t> rank1 = ChildWithArgs(launcher->pid(), "--rank", "1");
+  ASSERT_TRUE(rank0.has_value());
+  ASSERT_TRUE(rank1.has_value());
+  ASSERT_EQ(kill(*rank1, SIGKILL), 0);
+  absl::StatusOr<int> code = launcher->Wait(absl::Minutes(2));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_NE(*code, 0);
+  EXPECT_NE(kill(*rank0, 0), 0);  // the launcher waited for rank 0 too: it is gone
+}
+
 TEST(CmdBenchTest, PrintsSamplesPerSec) {
   auto run = RunCommand({BinaryPath("ftworker"), "bench", "--model", "tiny", "--batch-size", "2",
                          "--seconds", "0.5", "--steps", "2", "--warmup", "1", "--threads", "1",
@@ -85,6 +185,21 @@ TEST(CmdBenchTest, PrintsSamplesPerSec) {
   std::vector<nlohmann::json> lines = JsonLines(run->out);
   ASSERT_EQ(lines.size(), 1u);
   EXPECT_GT(lines[0]["samples_per_sec"].get<double>(), 0);
+}
+
+TEST(CmdBenchTest, WorldSizeTwoReportsTheRanksTotal) {
+  auto run = RunCommand({BinaryPath("ftworker"), "bench", "--model", "tiny", "--batch-size", "2",
+                         "--seconds", "0.5", "--steps", "2", "--warmup", "1", "--threads", "1",
+                         "--world-size", "2", "--json"},
+                        absl::Minutes(2));
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->exit_code, 0) << run->out;
+  std::vector<nlohmann::json> lines = JsonLines(run->out);
+  ASSERT_EQ(lines.size(), 1u) << run->out;  // rank 0 reports for both
+  EXPECT_EQ(lines[0]["world_size"], 2);
+  // 2 ranks x 2 clips per step: samples/s counts both ranks' clips.
+  EXPECT_NEAR(lines[0]["samples_per_sec"].get<double>(),
+              4 * 1000.0 / lines[0]["step_ms"].get<double>(), 1e-6);
 }
 
 TEST(CmdBenchTest, InferenceReportsMillisecondsPerBatch) {
