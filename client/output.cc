@@ -30,6 +30,11 @@ std::string DeviceNames(const v1::Worker& worker) {
   return absl::StrJoin(names, ",");
 }
 
+// "2 ranks" for a data-parallel job, "1" otherwise.
+std::string Ranks(const v1::Job& job) {
+  return job.spec().world_size() > 1 ? absl::StrCat(job.spec().world_size(), " ranks") : "1";
+}
+
 std::string WorkerStateName(v1::WorkerState state) {
   std::string name = v1::WorkerState_Name(state);
   if (absl::StartsWith(name, "WORKER_STATE_")) name = name.substr(13);
@@ -48,7 +53,17 @@ void PrintJob(std::ostream& out, const v1::Job& job) {
   row("state", JobStateName(job.state()));
   if (!job.error().empty()) row("error", job.error());
   row("attempt", absl::StrCat(job.attempt()));
-  row("worker", job.worker_id());
+  if (job.spec().world_size() > 1) {
+    row("ranks", Ranks(job));
+    // The gang by rank while leased, else the last one that ran it.
+    std::vector<std::string> gang;
+    for (const v1::RankPlacement& placement : job.workers()) {
+      gang.push_back(absl::StrCat(placement.worker_id(), " ", placement.device()));
+    }
+    row("workers", absl::StrJoin(gang, ", "));
+  } else {
+    row("worker", job.worker_id());
+  }
   row("model", spec.model());
   row(spec.extra_datasets_size() > 0 ? "datasets" : "dataset",
       absl::StrJoin(DatasetPaths(spec), " + "));
@@ -70,14 +85,14 @@ void PrintJob(std::ostream& out, const v1::Job& job) {
 void PrintJobTable(std::ostream& out, const std::vector<v1::Job>& jobs) {
   int id_width = 2;
   for (const v1::Job& job : jobs) id_width = std::max(id_width, static_cast<int>(job.id().size()));
-  out << absl::StrFormat("%-*s %-11s %-20s %7s %13s %8s  %s\n", id_width, "ID", "STATE", "NAME",
-                         "ATTEMPT", "STEP", "ACC", "CREATED");
+  out << absl::StrFormat("%-*s %-11s %-20s %7s %8s %13s %8s  %s\n", id_width, "ID", "STATE",
+                         "NAME", "ATTEMPT", "RANKS", "STEP", "ACC", "CREATED");
   for (const v1::Job& job : jobs) {
     std::string name = job.spec().name();
     if (name.size() > 20) name = name.substr(0, 19) + "~";
     out << absl::StrFormat(
-        "%-*s %-11s %-20s %7d %13s %8s  %s\n", id_width, job.id(), JobStateName(job.state()),
-        name.empty() ? "-" : name, job.attempt(), Progress(job),
+        "%-*s %-11s %-20s %7d %8s %13s %8s  %s\n", id_width, job.id(), JobStateName(job.state()),
+        name.empty() ? "-" : name, job.attempt(), Ranks(job), Progress(job),
         job.last_accuracy() > 0 ? absl::StrFormat("%.4f", job.last_accuracy()) : "-",
         FormatTime(job.create_time()));
   }

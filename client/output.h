@@ -13,9 +13,9 @@
 
 namespace ftune::ctl {
 
-// The job's fields, one per line.
+// The job's fields, one per line; a data-parallel job's ranks and the workers they run on.
 void PrintJob(std::ostream& out, const ftune::v1::Job& job);
-// One row per job: id, state, name, attempt, progress, accuracy, created.
+// One row per job: id, state, name, attempt, ranks, progress, accuracy, created.
 void PrintJobTable(std::ostream& out, const std::vector<ftune::v1::Job>& jobs);
 void PrintWorkers(std::ostream& out, const ftune::v1::ListWorkersResponse& workers);
 

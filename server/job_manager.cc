@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/job_spec.h"
 #include "common/random_id.h"
 #include "common/status_macros.h"
@@ -69,6 +70,89 @@ std::string PickDevice(const std::string& wanted, const std::vector<std::string>
   // auto: a CUDA device when one is free, else anything.
   std::string cuda = first(is_cuda);
   return cuda.empty() ? first([](const std::string&) { return true; }) : cuda;
+}
+
+// "cuda" for cuda:N, else "cpu".
+std::string KindOf(const std::string& device) {
+  return absl::StartsWith(device, "cuda") ? "cuda" : "cpu";
+}
+
+uint32_t WorldSize(const Job& job) { return std::max(1u, job.spec().world_size()); }
+
+// The device kinds a gang asking for `wanted` may run on, preferred first, as PickDevice
+// prefers them; a gang never mixes kinds, since its ranks share one c10d backend (Gloo on
+// CPU, NCCL on CUDA).
+std::vector<std::string> GangKinds(const std::string& wanted) {
+  if (wanted == "cuda") return {"cuda"};
+  if (wanted == "cpu") return {"cpu", "cuda"};
+  return {"cuda", "cpu"};  // auto
+}
+
+// Where rank 0 of a gang on `device` of `worker` serves the rendezvous: its rendezvous host
+// and port + the device's index; nullopt when the worker takes no rank 0.
+std::optional<std::pair<std::string, uint32_t>> RendezvousEndpoint(
+    const ftune::v1::Worker& worker, const std::string& device) {
+  if (worker.rendezvous_port() == 0) return std::nullopt;
+  for (int i = 0; i < worker.devices_size(); ++i) {
+    if (worker.devices(i).name() == device) {
+      return std::make_pair(worker.rendezvous_host(),
+                            worker.rendezvous_port() + static_cast<uint32_t>(i));
+    }
+  }
+  return std::nullopt;
+}
+
+// A worker that can take ranks of a gang: its free devices of one kind.
+struct GangHost {
+  std::string worker_id;
+  std::vector<std::string> devices;  // registered order, but rank 0's first
+  bool takes_rank0 = false;          // it has a rendezvous port free on one of them
+};
+
+// Which hosts get how many ranks of a gang of `n` (hosts hold at least n devices in all):
+// as few workers as possible, rank 0's first. One worker when one that takes rank 0 fits the
+// whole gang: the smallest such, leaving larger ones to larger gangs. Otherwise rank 0's
+// worker is the largest that takes it, the others the largest left, and the last one the
+// smallest that fits the remainder. Empty when no host takes rank 0.
+std::vector<std::pair<size_t, size_t>> ChooseHosts(const std::vector<GangHost>& hosts,
+                                                   size_t n) {
+  std::optional<size_t> solo;
+  std::optional<size_t> rank0;
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    if (!hosts[i].takes_rank0) continue;
+    const size_t size = hosts[i].devices.size();
+    if (size >= n && (!solo || size < hosts[*solo].devices.size())) solo = i;
+    if (!rank0 || size > hosts[*rank0].devices.size()) rank0 = i;
+  }
+  if (solo) return {{*solo, n}};
+  if (!rank0) return {};
+  std::vector<std::pair<size_t, size_t>> chosen = {{*rank0, hosts[*rank0].devices.size()}};
+  size_t remaining = n - hosts[*rank0].devices.size();
+  std::vector<size_t> others;
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    if (i != *rank0) others.push_back(i);
+  }
+  std::stable_sort(others.begin(), others.end(), [&](size_t a, size_t b) {
+    return hosts[a].devices.size() > hosts[b].devices.size();
+  });
+  size_t next = 0;  // the largest not taken yet
+  while (remaining > 0 && next < others.size()) {
+    std::optional<size_t> fit;  // smallest of the rest that holds the remainder
+    for (size_t k = next; k < others.size(); ++k) {
+      const size_t size = hosts[others[k]].devices.size();
+      if (size >= remaining && (!fit || size < hosts[*fit].devices.size())) fit = others[k];
+    }
+    if (fit) {
+      chosen.emplace_back(*fit, remaining);
+      remaining = 0;
+      break;
+    }
+    const size_t take = hosts[others[next]].devices.size();
+    chosen.emplace_back(others[next++], take);
+    remaining -= take;
+  }
+  if (remaining > 0) return {};
+  return chosen;
 }
 
 EventLog::Options FanOutOptions(const JobManagerOptions& options) {
@@ -214,10 +298,14 @@ absl::Status JobManager::Load() {
     if (!r.job.spec().client_request_id().empty()) {
       by_request_id_[r.job.spec().client_request_id()] = id;
     }
-    if (r.job.state() == ftune::v1::JOB_STATE_QUEUED) queue_.insert(KeyOf(r));
+    if (r.job.state() == ftune::v1::JOB_STATE_QUEUED) {
+      queue_.insert(KeyOf(r));
+      entry.queued_since = now;
+    }
     if (HoldsLease(r.job.state()) && !r.lease_id.empty()) {
-      // The worker may still be running it: give it a full lease to check in again.
+      // The workers may still be running it: give each lease in full to check in again.
       entry.lease_deadline = now + options_.lease;
+      entry.rank_deadlines.assign(r.ranks.size(), now + options_.lease);
       leased_.insert(id);
     }
     jobs_.emplace(id, std::move(entry));
@@ -283,6 +371,7 @@ absl::Status JobManager::TransitionLocked(Entry& entry, JobTrigger trigger, std:
     job.set_attempt(before.attempt() + 1);
     updated.lease_id.clear();
     updated.device.clear();
+    updated.ranks.clear();  // the whole gang attempt ends; job.workers stays for display
   }
   if (IsTerminal(to)) *job.mutable_end_time() = ToProto(now);
   std::vector<JobEvent> events = {StateEvent(before.state(), job, reason)};
@@ -355,12 +444,16 @@ void JobManager::CommitLocked(Entry& entry, JobRecord updated, std::vector<JobEv
 
   const JobRecord& before = entry.record;
   if (before.job.state() == ftune::v1::JOB_STATE_QUEUED) queue_.erase(KeyOf(before));
-  if (updated.job.state() == ftune::v1::JOB_STATE_QUEUED) queue_.insert(KeyOf(updated));
+  if (updated.job.state() == ftune::v1::JOB_STATE_QUEUED) {
+    queue_.insert(KeyOf(updated));
+    if (before.job.state() != ftune::v1::JOB_STATE_QUEUED) entry.queued_since = now;
+  }
   if (HoldsLease(updated.job.state()) && !updated.lease_id.empty()) {
     leased_.insert(updated.job.id());
   } else {
     leased_.erase(updated.job.id());
     entry.lease_deadline = absl::InfiniteFuture();
+    entry.rank_deadlines.clear();
   }
   entry.record = std::move(updated);
   QueueWriteLocked(JobWrite{entry.record, std::move(events)});
@@ -523,6 +616,7 @@ absl::StatusOr<Job> JobManager::CancelJob(const std::string& job_id, const std::
   updated.job.set_error(why);
   RETURN_IF_ERROR(TransitionLocked(*entry, JobTrigger::kCancel, why, std::move(updated)));
   Job cancelled = entry->record.job;
+  DispatchLocked();  // a queued gang may have held devices back for itself
   RETURN_IF_ERROR(Settle(lock));
   return cancelled;
 }
@@ -557,7 +651,12 @@ std::vector<ftune::v1::Worker> JobManager::ListWorkers() const {
     ftune::v1::Worker worker = entry.worker;
     worker.clear_job_ids();
     for (const std::string& job_id : leased_) {
-      if (FindLocked(job_id)->record.job.worker_id() == id) worker.add_job_ids(job_id);
+      for (const auto& [holder, device] : HeldDevices(FindLocked(job_id)->record)) {
+        if (holder == id) {
+          worker.add_job_ids(job_id);
+          break;
+        }
+      }
     }
     out.push_back(std::move(worker));
   }
@@ -615,6 +714,19 @@ absl::StatusOr<ftune::v1::RegisterWorkerResponse> JobManager::RegisterWorker(
                                                      "' listed twice"));
     }
   }
+  if (request.rendezvous_port() > 0) {
+    // Rank 0 on devices[i] listens on rendezvous_port + i.
+    const uint64_t last = uint64_t{request.rendezvous_port()} + request.devices_size() - 1;
+    if (last > 65535) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "rendezvous_port: ", request.rendezvous_port(), " + ", request.devices_size(),
+          " devices goes past port 65535"));
+    }
+    if (request.rendezvous_host().empty()) {
+      return absl::InvalidArgumentError(
+          "rendezvous_host: required with a rendezvous_port (where other ranks reach rank 0)");
+    }
+  }
   RETURN_IF_ERROR(StoreHealth());
   std::unique_lock<std::mutex> lock(mu_);
   const absl::Time now = clock_->Now();
@@ -623,6 +735,8 @@ absl::StatusOr<ftune::v1::RegisterWorkerResponse> JobManager::RegisterWorker(
   worker.set_host(request.host());
   *worker.mutable_devices() = request.devices();
   worker.set_version(request.version());
+  worker.set_rendezvous_host(request.rendezvous_host());
+  worker.set_rendezvous_port(request.rendezvous_port());
   worker.set_state(ftune::v1::WORKER_STATE_ONLINE);
   *worker.mutable_register_time() = ToProto(now);
   *worker.mutable_last_heartbeat_time() = ToProto(now);
@@ -637,71 +751,329 @@ absl::StatusOr<ftune::v1::RegisterWorkerResponse> JobManager::RegisterWorker(
   return response;
 }
 
-std::set<std::string> JobManager::BusyDevicesLocked(const std::string& worker_id) const {
-  std::set<std::string> busy;
-  for (const std::string& job_id : leased_) {
-    const JobRecord& r = FindLocked(job_id)->record;
-    if (r.job.worker_id() == worker_id) busy.insert(r.device);
-  }
-  return busy;
-}
-
-std::optional<absl::StatusOr<ftune::v1::AcquireJobResponse>> JobManager::TryLeaseLocked(
-    const Waiter& waiter) {
-  auto worker = workers_.find(waiter.worker_id);
-  if (worker == workers_.end() ||
-      worker->second.worker.state() == ftune::v1::WORKER_STATE_DRAINING) {
+std::optional<size_t> JobManager::RankOf(const JobRecord& record, const std::string& lease_id,
+                                         const std::string& worker_id) {
+  if (lease_id.empty()) return std::nullopt;
+  if (record.ranks.empty()) {
+    if (record.lease_id == lease_id && record.job.worker_id() == worker_id) return 0;
     return std::nullopt;
   }
-  const std::set<std::string> busy = BusyDevicesLocked(waiter.worker_id);
-  std::vector<std::string> free;
-  for (const std::string& d : waiter.free_devices) {
-    if (busy.count(d) == 0) free.push_back(d);
-  }
-  if (free.empty()) return std::nullopt;
-  const absl::Time now = clock_->Now();
-  for (const QueueKey& key : queue_) {
-    Entry* entry = FindLocked(std::get<2>(key));
-    const Job& job = entry->record.job;
-    if (job.has_not_before() && FromProto(job.not_before()) > now) continue;  // backing off
-    const std::string device = PickDevice(job.spec().device(), free);
-    if (device.empty()) continue;
-
-    JobRecord updated = entry->record;
-    updated.lease_id = RandomHexId("lease-", 32);
-    updated.device = device;
-    updated.last_batch_id = 0;
-    updated.job.set_worker_id(waiter.worker_id);
-    updated.job.set_error("");
-    updated.job.clear_not_before();
-    absl::Status committed =
-        TransitionLocked(*entry, JobTrigger::kLease,
-                         absl::StrCat("leased to ", waiter.worker_id, " on ", device),
-                         std::move(updated));
-    if (!committed.ok()) return absl::StatusOr<ftune::v1::AcquireJobResponse>(committed);
-    entry->lease_deadline = clock_->Now() + options_.lease;
-    ++counters_.leases_granted;
-
-    ftune::v1::AcquireJobResponse response;
-    *response.mutable_job() = entry->record.job;
-    response.set_lease_id(entry->record.lease_id);
-    response.set_device(device);
-    response.set_lease_seconds(absl::ToDoubleSeconds(options_.lease));
-    return absl::StatusOr<ftune::v1::AcquireJobResponse>(std::move(response));
+  for (size_t r = 0; r < record.ranks.size(); ++r) {
+    if (record.ranks[r].lease_id == lease_id && static_cast<int>(r) < record.job.workers_size() &&
+        record.job.workers(static_cast<int>(r)).worker_id() == worker_id) {
+      return r;
+    }
   }
   return std::nullopt;
 }
 
-void JobManager::DispatchLocked() {
-  for (auto it = waiters_.begin(); it != waiters_.end() && !queue_.empty();) {
-    auto leased = TryLeaseLocked(it->second);
-    if (!leased.has_value()) {
+std::vector<std::pair<std::string, std::string>> JobManager::HeldDevices(
+    const JobRecord& record) {
+  std::vector<std::pair<std::string, std::string>> held;
+  if (!HoldsLease(record.job.state()) || record.lease_id.empty()) return held;
+  if (record.ranks.empty()) {
+    held.emplace_back(record.job.worker_id(), record.device);
+    return held;
+  }
+  for (size_t r = 0; r < record.ranks.size(); ++r) {
+    if (record.ranks[r].released || static_cast<int>(r) >= record.job.workers_size()) continue;
+    const ftune::v1::RankPlacement& placement = record.job.workers(static_cast<int>(r));
+    held.emplace_back(placement.worker_id(), placement.device());
+  }
+  return held;
+}
+
+std::set<std::string> JobManager::BusyDevicesLocked(const std::string& worker_id) const {
+  std::set<std::string> busy;
+  for (const std::string& job_id : leased_) {
+    for (const auto& [holder, device] : HeldDevices(FindLocked(job_id)->record)) {
+      if (holder == worker_id) busy.insert(device);
+    }
+  }
+  return busy;
+}
+
+int JobManager::DispatchLocked(uint64_t first) {
+  if (waiters_.empty() || queue_.empty()) return 0;
+  // The parked calls in the order they are served, and what each worker offers.
+  std::vector<uint64_t> order;
+  std::map<std::string, Offer> offers;
+  auto add = [&](uint64_t id, const Waiter& waiter) {
+    auto worker = workers_.find(waiter.worker_id);
+    if (worker == workers_.end() ||
+        worker->second.worker.state() == ftune::v1::WORKER_STATE_DRAINING) {
+      return;
+    }
+    order.push_back(id);
+    Offer& offer = offers[waiter.worker_id];
+    offer.worker = &worker->second.worker;
+    offer.waiters.push_back(id);
+  };
+  if (auto it = waiters_.find(first); first != 0 && it != waiters_.end()) add(first, it->second);
+  for (const auto& [id, waiter] : waiters_) {
+    if (id != first) add(id, waiter);
+  }
+  for (auto& [worker_id, offer] : offers) {
+    const std::set<std::string> busy = BusyDevicesLocked(worker_id);
+    for (const ftune::v1::Device& device : offer.worker->devices()) {
+      bool named = false;
+      for (uint64_t id : offer.waiters) {
+        const std::vector<std::string>& free = waiters_.at(id).free_devices;
+        named = named || std::find(free.begin(), free.end(), device.name()) != free.end();
+      }
+      if (named && busy.count(device.name()) == 0) offer.free.push_back(device.name());
+    }
+  }
+
+  auto free_devices = [&offers] {
+    size_t n = 0;
+    for (const auto& [worker_id, offer] : offers) n += offer.free.size();
+    return n;
+  };
+  const size_t parked = order.size();
+  const absl::Time now = clock_->Now();
+  std::set<std::string> reserved;  // device kinds held back for a gang ahead in the queue
+  for (auto it = queue_.begin(); it != queue_.end() && !order.empty() && free_devices() > 0;) {
+    Entry* entry = FindLocked(std::get<2>(*it));
+    ++it;  // leasing the job erases its key (and inserts none)
+    const Job& job = entry->record.job;
+    absl::Time eligible = entry->queued_since;
+    if (job.has_not_before()) {
+      if (FromProto(job.not_before()) > now) continue;  // backing off
+      eligible = std::max(eligible, FromProto(job.not_before()));
+    }
+    if (WorldSize(job) <= 1) {
+      LeaseOneLocked(*entry, order, offers, reserved);
+      continue;
+    }
+    if (LeaseGangLocked(*entry, order, offers, reserved)) continue;
+    // Without a reservation, jobs behind a gang could take every device it waits for as
+    // soon as it frees, one at a time, forever.
+    if (now - eligible < options_.gang_reserve_after) continue;
+    const std::string kind = GangKindLocked(job);
+    if (!kind.empty()) reserved.insert(kind);
+  }
+  return static_cast<int>(parked - order.size());
+}
+
+bool JobManager::LeaseOneLocked(Entry& entry, std::vector<uint64_t>& order,
+                                std::map<std::string, Offer>& offers,
+                                const std::set<std::string>& reserved) {
+  for (uint64_t id : order) {
+    const Waiter& waiter = waiters_.at(id);
+    Offer& offer = offers.at(waiter.worker_id);
+    std::vector<std::string> free;
+    for (const std::string& d : waiter.free_devices) {
+      if (std::find(offer.free.begin(), offer.free.end(), d) != offer.free.end() &&
+          reserved.count(KindOf(d)) == 0) {
+        free.push_back(d);
+      }
+    }
+    const std::string device = PickDevice(entry.record.job.spec().device(), free);
+    if (device.empty()) continue;
+
+    JobRecord updated = entry.record;
+    updated.lease_id = RandomHexId("lease-", 32);
+    updated.device = device;
+    updated.last_batch_id = 0;
+    updated.ranks.clear();
+    updated.job.clear_workers();
+    updated.job.set_worker_id(waiter.worker_id);
+    updated.job.set_error("");
+    updated.job.clear_not_before();
+    if (!TransitionLocked(entry, JobTrigger::kLease,
+                          absl::StrCat("leased to ", waiter.worker_id, " on ", device),
+                          std::move(updated))
+             .ok()) {
+      return false;  // not QUEUED: cannot happen for a job taken from queue_
+    }
+    entry.lease_deadline = clock_->Now() + options_.lease;
+    ++counters_.leases_granted;
+    offer.free.erase(std::find(offer.free.begin(), offer.free.end(), device));
+
+    ftune::v1::AcquireJobResponse response;
+    *response.mutable_job() = entry.record.job;
+    response.set_lease_id(entry.record.lease_id);
+    response.set_device(device);
+    response.set_lease_seconds(absl::ToDoubleSeconds(options_.lease));
+    AnswerWaiterLocked(id, order, offers, std::move(response));
+    return true;
+  }
+  return false;
+}
+
+bool JobManager::LeaseGangLocked(Entry& entry, std::vector<uint64_t>& order,
+                                 std::map<std::string, Offer>& offers,
+                                 const std::set<std::string>& reserved) {
+  const size_t n = WorldSize(entry.record.job);
+  // Rendezvous endpoints that running gangs' rank 0 serve: two workers on one box registered
+  // with the same port (one ftworker per GPU) must not be given two rank 0 on it.
+  std::set<std::pair<std::string, uint32_t>> in_use;
+  for (const std::string& job_id : leased_) {
+    const JobRecord& gang = FindLocked(job_id)->record;
+    if (gang.ranks.empty() || gang.job.workers_size() == 0) continue;
+    const ftune::v1::RankPlacement& rank0 = gang.job.workers(0);
+    auto worker = workers_.find(rank0.worker_id());
+    if (worker == workers_.end()) continue;
+    if (auto endpoint = RendezvousEndpoint(worker->second.worker, rank0.device())) {
+      in_use.insert(*endpoint);
+    }
+  }
+  for (const std::string& kind : GangKinds(entry.record.job.spec().device())) {
+    if (reserved.count(kind) != 0) continue;
+    // Online workers with free devices of this kind, in the order of their oldest call.
+    std::vector<GangHost> hosts;
+    size_t total = 0;
+    for (uint64_t id : order) {
+      const std::string& worker_id = waiters_.at(id).worker_id;
+      const Offer& offer = offers.at(worker_id);
+      if (offer.worker->state() != ftune::v1::WORKER_STATE_ONLINE) continue;
+      if (std::any_of(hosts.begin(), hosts.end(),
+                      [&](const GangHost& h) { return h.worker_id == worker_id; })) {
+        continue;
+      }
+      GangHost host{worker_id, {}, false};
+      for (const std::string& d : offer.free) {
+        if (KindOf(d) != kind) continue;
+        auto endpoint = RendezvousEndpoint(*offer.worker, d);
+        if (!host.takes_rank0 && endpoint && in_use.count(*endpoint) == 0) {
+          host.takes_rank0 = true;
+          host.devices.insert(host.devices.begin(), d);  // rank 0's, should it go here
+        } else {
+          host.devices.push_back(d);
+        }
+      }
+      if (host.devices.empty()) continue;
+      total += host.devices.size();
+      hosts.push_back(std::move(host));
+    }
+    if (total < n) continue;
+    const std::vector<std::pair<size_t, size_t>> chosen = ChooseHosts(hosts, n);
+    if (chosen.empty()) continue;
+
+    // Ranks in order: rank 0's worker first (its rank 0 device first), each worker's devices
+    // in registered order.
+    std::vector<std::pair<std::string, std::string>> slots;  // (worker, device) by rank
+    for (const auto& [host, count] : chosen) {
+      for (size_t k = 0; k < count; ++k) {
+        slots.emplace_back(hosts[host].worker_id, hosts[host].devices[k]);
+      }
+    }
+    const ftune::v1::Worker& rank0 = *offers.at(slots[0].first).worker;
+    const uint32_t port = RendezvousEndpoint(rank0, slots[0].second)->second;
+
+    JobRecord updated = entry.record;
+    updated.ranks.clear();
+    updated.job.clear_workers();
+    std::vector<std::string> names;
+    for (const auto& [worker_id, device] : slots) {
+      updated.ranks.push_back(RankLease{RandomHexId("lease-", 32), false});
+      ftune::v1::RankPlacement* placement = updated.job.add_workers();
+      placement->set_worker_id(worker_id);
+      placement->set_device(device);
+      names.push_back(absl::StrCat(worker_id, " ", device));
+    }
+    updated.lease_id = updated.ranks[0].lease_id;
+    updated.device = slots[0].second;
+    updated.last_batch_id = 0;
+    updated.job.set_worker_id(slots[0].first);
+    updated.job.set_error("");
+    updated.job.clear_not_before();
+    if (!TransitionLocked(entry, JobTrigger::kLease,
+                          absl::StrCat("leased as ", n, " ranks (rendezvous ",
+                                       rank0.rendezvous_host(), ":", port,
+                                       "), by rank: ", absl::StrJoin(names, ", ")),
+                          std::move(updated))
+             .ok()) {
+      return false;  // not QUEUED: cannot happen for a job taken from queue_
+    }
+    entry.rank_deadlines.assign(n, clock_->Now() + options_.lease);
+    counters_.leases_granted += n;
+
+    for (size_t r = 0; r < n; ++r) {
+      const auto& [worker_id, device] = slots[r];
+      Offer& offer = offers.at(worker_id);
+      offer.free.erase(std::find(offer.free.begin(), offer.free.end(), device));
+      ftune::v1::AcquireJobResponse response;
+      *response.mutable_job() = entry.record.job;
+      response.set_lease_id(entry.record.ranks[r].lease_id);
+      response.set_device(device);
+      response.set_lease_seconds(absl::ToDoubleSeconds(options_.lease));
+      ftune::v1::Rendezvous* rendezvous = response.mutable_rendezvous();
+      rendezvous->set_rank(static_cast<uint32_t>(r));
+      rendezvous->set_world_size(static_cast<uint32_t>(n));
+      rendezvous->set_host(rank0.rendezvous_host());
+      rendezvous->set_port(port);
+      if (!offer.waiters.empty()) {
+        AnswerWaiterLocked(offer.waiters.front(), order, offers, std::move(response));
+      } else {
+        // One call answers one rank: the worker's next AcquireJob gets this one.
+        pending_ranks_[worker_id].push_back(
+            PendingRank{entry.record.job.id(), entry.record.ranks[r].lease_id,
+                        std::move(response)});
+      }
+    }
+    return true;
+  }
+  return false;
+}
+
+std::string JobManager::GangKindLocked(const Job& job) const {
+  const size_t n = WorldSize(job);
+  for (const std::string& kind : GangKinds(job.spec().device())) {
+    size_t devices = 0;
+    bool rank0 = false;
+    for (const auto& [id, entry] : workers_) {
+      if (entry.worker.state() != ftune::v1::WORKER_STATE_ONLINE) continue;
+      size_t of_kind = 0;
+      for (const ftune::v1::Device& d : entry.worker.devices()) of_kind += KindOf(d.name()) == kind;
+      devices += of_kind;
+      rank0 = rank0 || (of_kind > 0 && entry.worker.rendezvous_port() > 0);
+    }
+    if (devices >= n && rank0) return kind;
+  }
+  return "";
+}
+
+void JobManager::AnswerWaiterLocked(uint64_t waiter_id, std::vector<uint64_t>& order,
+                                    std::map<std::string, Offer>& offers,
+                                    ftune::v1::AcquireJobResponse leased) {
+  auto it = waiters_.find(waiter_id);
+  std::vector<uint64_t>& of_worker = offers.at(it->second.worker_id).waiters;
+  of_worker.erase(std::find(of_worker.begin(), of_worker.end(), waiter_id));
+  order.erase(std::find(order.begin(), order.end(), waiter_id));
+  AcquireCallback done = std::move(it->second.done);
+  waiters_.erase(it);
+  AnswerLeasedLocked(std::move(done), std::move(leased));
+}
+
+std::optional<ftune::v1::AcquireJobResponse> JobManager::TakePendingRankLocked(
+    const std::string& worker_id, const std::vector<std::string>& free) {
+  auto found = pending_ranks_.find(worker_id);
+  if (found == pending_ranks_.end()) return std::nullopt;
+  std::deque<PendingRank>& pending = found->second;
+  std::optional<ftune::v1::AcquireJobResponse> taken;
+  for (auto it = pending.begin(); it != pending.end() && !taken;) {
+    const Entry* entry = FindLocked(it->job_id);
+    const size_t rank = it->response.rendezvous().rank();
+    const bool current = entry != nullptr && HoldsLease(entry->record.job.state()) &&
+                         rank < entry->record.ranks.size() &&
+                         entry->record.ranks[rank].lease_id == it->lease_id &&
+                         !entry->record.ranks[rank].released;
+    if (!current) {  // the gang attempt ended meanwhile
+      it = pending.erase(it);
+      continue;
+    }
+    if (std::find(free.begin(), free.end(), it->response.device()) == free.end()) {
       ++it;
       continue;
     }
-    AnswerLeasedLocked(std::move(it->second.done), std::move(*leased));
-    it = waiters_.erase(it);
+    taken = std::move(it->response);
+    *taken->mutable_job() = entry->record.job;
+    it = pending.erase(it);
   }
+  if (pending.empty()) pending_ranks_.erase(found);
+  return taken;
 }
 
 void JobManager::AnswerLeasedLocked(AcquireCallback done,
@@ -742,23 +1114,33 @@ uint64_t JobManager::AcquireJob(const ftune::v1::AcquireJobRequest& request,
     }
     waiter.free_devices.push_back(name);
   }
-  const double wait = std::max(0.0, request.wait_seconds());
-  waiter.deadline =
-      clock_->Now() + std::min(absl::Seconds(wait), options_.max_acquire_wait);
-  auto leased = TryLeaseLocked(waiter);
-  if (leased.has_value()) {
-    AnswerLeasedLocked(std::move(done), std::move(*leased));
+  // A rank already granted to this worker comes first.
+  if (auto pending = TakePendingRankLocked(waiter.worker_id, waiter.free_devices)) {
+    AnswerLeasedLocked(std::move(done), std::move(*pending));
     Settle(lock).IgnoreError();  // `done` hears of a failed commit
     return 0;
   }
-  if (waiter.deadline <= clock_->Now()) {
-    done(ftune::v1::AcquireJobResponse());
-    return 0;
-  }
+  const absl::Time now = clock_->Now();
+  const double wait = std::max(0.0, request.wait_seconds());
+  waiter.deadline = now + std::min(absl::Seconds(wait), options_.max_acquire_wait);
   waiter.done = std::move(done);
   const uint64_t id = next_waiter_id_++;
   waiters_.emplace(id, std::move(waiter));
-  return id;
+  // This call is served first; parked ones may be answered too (a gang needing this worker's
+  // devices with theirs, a backoff that ended).
+  const int answered = DispatchLocked(id);
+  bool parked = false;
+  if (auto it = waiters_.find(id); it != waiters_.end()) {
+    if (it->second.deadline <= now) {
+      AcquireCallback nothing = std::move(it->second.done);
+      waiters_.erase(it);
+      nothing(ftune::v1::AcquireJobResponse());
+    } else {
+      parked = true;
+    }
+  }
+  if (answered > 0) Settle(lock).IgnoreError();  // the callbacks hear of a failed commit
+  return parked ? id : 0;
 }
 
 bool JobManager::CancelAcquire(uint64_t waiter_id) {
@@ -789,13 +1171,19 @@ absl::StatusOr<ftune::v1::HeartbeatResponse> JobManager::Heartbeat(
     status->set_job_id(renewal.job_id());
     status->set_lease_id(renewal.lease_id());
     Entry* entry = FindLocked(renewal.job_id());
-    if (entry == nullptr || entry->record.lease_id != renewal.lease_id() ||
-        entry->record.job.worker_id() != request.worker_id() ||
-        !HoldsLease(entry->record.job.state())) {
+    const std::optional<size_t> rank =
+        entry == nullptr ? std::nullopt
+                         : RankOf(entry->record, renewal.lease_id(), request.worker_id());
+    if (!rank || !HoldsLease(entry->record.job.state()) ||
+        (!entry->record.ranks.empty() && entry->record.ranks[*rank].released)) {
       status->set_verdict(ftune::v1::LEASE_VERDICT_LOST);
       continue;
     }
-    entry->lease_deadline = now + options_.lease;
+    if (entry->record.ranks.empty()) {
+      entry->lease_deadline = now + options_.lease;
+    } else {
+      entry->rank_deadlines[*rank] = now + options_.lease;
+    }
     status->set_verdict(entry->record.job.state() == ftune::v1::JOB_STATE_CANCELLING
                             ? ftune::v1::LEASE_VERDICT_CANCEL
                             : ftune::v1::LEASE_VERDICT_OK);
@@ -829,14 +1217,17 @@ absl::StatusOr<ftune::v1::ReportEventsResponse> JobManager::ReportEvents(
     return response;
   }
   const JobRecord& r = entry->record;
-  if (r.lease_id != request.lease_id() || r.job.worker_id() != request.worker_id() ||
-      !HoldsLease(r.job.state())) {
+  const std::optional<size_t> rank = RankOf(r, request.lease_id(), request.worker_id());
+  if (!rank || !HoldsLease(r.job.state()) || (!r.ranks.empty() && r.ranks[*rank].released)) {
     response.set_verdict(ftune::v1::LEASE_VERDICT_LOST);
     response.set_last_seq(r.job.last_event_seq());
     RETURN_IF_ERROR(WaitDurable(lock));
     return response;
   }
-  if (request.batch_id() != 0 && request.batch_id() <= r.last_batch_id) {
+  if (*rank > 0) {
+    // Rank 0 speaks for the gang; the others' events are dropped, their verdict still given.
+    response.set_last_seq(r.job.last_event_seq());
+  } else if (request.batch_id() != 0 && request.batch_id() <= r.last_batch_id) {
     // A retry of a batch already stored.
     response.set_last_seq(r.job.last_event_seq());
   } else {
@@ -878,30 +1269,48 @@ absl::StatusOr<ftune::v1::CompleteJobResponse> JobManager::CompleteJob(
   }
   ftune::v1::CompleteJobResponse response;
   const JobRecord& r = entry != nullptr ? entry->record : *ended;
-  if (r.lease_id != request.lease_id() || request.lease_id().empty() ||
-      r.job.worker_id() != request.worker_id()) {
+  const std::optional<size_t> rank = RankOf(r, request.lease_id(), request.worker_id());
+  if (!rank) {
     return absl::FailedPreconditionError(absl::StrCat(
         "lease ", request.lease_id(), " on job ", request.job_id(), " is not held by ",
         request.worker_id(), " (it expired and the job was requeued, or was never granted)"));
   }
-  if (!HoldsLease(r.job.state())) {
-    // A retry of a CompleteJob that already went through.
+  const bool gang = !r.ranks.empty();
+  if (!HoldsLease(r.job.state()) || (gang && r.ranks[*rank].released)) {
+    // A retry of a CompleteJob that already went through, or a rank finishing after its
+    // gang's job ended: nothing left to change.
     *response.mutable_job() = r.job;
     if (lock.owns_lock()) RETURN_IF_ERROR(WaitDurable(lock));
     return response;
   }
+  if (gang && *rank > 0 && request.outcome() == ftune::v1::JOB_OUTCOME_SUCCEEDED) {
+    // Rank 0 ends the job; this rank only gives its device back.
+    JobRecord updated = r;
+    updated.ranks[*rank].released = true;
+    CommitLocked(*entry, std::move(updated), {});
+    *response.mutable_job() = entry->record.job;
+    DispatchLocked();
+    RETURN_IF_ERROR(Settle(lock));
+    return response;
+  }
   JobRecord updated = r;
   Job& job = updated.job;
-  if (!request.best_checkpoint().empty()) job.set_best_checkpoint(request.best_checkpoint());
-  if (!request.last_checkpoint().empty()) job.set_last_checkpoint(request.last_checkpoint());
-  if (!request.best_metric_name().empty()) {
-    job.set_best_metric_name(request.best_metric_name());
-    job.set_best_metric(request.best_metric());
+  if (*rank == 0) {  // other ranks write no checkpoints
+    if (!request.best_checkpoint().empty()) job.set_best_checkpoint(request.best_checkpoint());
+    if (!request.last_checkpoint().empty()) job.set_last_checkpoint(request.last_checkpoint());
+    if (!request.best_metric_name().empty()) {
+      job.set_best_metric_name(request.best_metric_name());
+      job.set_best_metric(request.best_metric());
+    }
   }
   const bool cancelling = r.job.state() == ftune::v1::JOB_STATE_CANCELLING;
   // A cancelling job ends CANCELLED (table) with the cancel's reason, unless it finished.
   const std::string cancel_reason = r.job.error().empty() ? "cancelled" : r.job.error();
   const std::string error = request.error();
+  // Who reported: the worker, and for a gang which rank (any rank's failure ends the gang).
+  const std::string who =
+      gang ? absl::StrCat(request.worker_id(), " (rank ", *rank, " of ", r.ranks.size(), ")")
+           : r.job.worker_id();
   JobTrigger trigger;
   std::string reason;
   switch (request.outcome()) {
@@ -913,6 +1322,7 @@ absl::StatusOr<ftune::v1::CompleteJobResponse> JobManager::CompleteJob(
     case ftune::v1::JOB_OUTCOME_FAILED:
       trigger = JobTrigger::kFailed;
       reason = error.empty() ? "failed" : error;
+      if (gang) reason = absl::StrCat(who, ": ", reason);
       job.set_error(reason);
       break;
     case ftune::v1::JOB_OUTCOME_CANCELLED:
@@ -923,13 +1333,12 @@ absl::StatusOr<ftune::v1::CompleteJobResponse> JobManager::CompleteJob(
     case ftune::v1::JOB_OUTCOME_RETRY:
       trigger = JobTrigger::kRetry;
       reason = cancelling ? cancel_reason
-                          : absl::StrCat("error on ", r.job.worker_id(), ": ",
-                                         error.empty() ? "unknown" : error);
+                          : absl::StrCat("error on ", who, ": ", error.empty() ? "unknown" : error);
       break;
     default:  // REQUEUE
       trigger = JobTrigger::kHandBack;
       reason = cancelling ? cancel_reason
-                          : absl::StrCat("handed back by ", r.job.worker_id(),
+                          : absl::StrCat("handed back by ", who,
                                          " (shutting down; not counted against max_restarts)");
       break;
   }
@@ -945,18 +1354,44 @@ int JobManager::Sweep() {
   std::unique_lock<std::mutex> lock(mu_);
   const absl::Time now = clock_->Now();
   int expired = 0;
-  std::vector<std::string> due;
+  // Job id and the rank whose lease ran out (0 for a one-device job).
+  std::vector<std::pair<std::string, size_t>> due;
   for (const std::string& job_id : leased_) {
-    if (FindLocked(job_id)->lease_deadline <= now) due.push_back(job_id);
+    const Entry* entry = FindLocked(job_id);
+    if (entry->record.ranks.empty()) {
+      if (entry->lease_deadline <= now) due.emplace_back(job_id, 0);
+      continue;
+    }
+    for (size_t r = 0; r < entry->record.ranks.size(); ++r) {
+      if (!entry->record.ranks[r].released && entry->rank_deadlines[r] <= now) {
+        due.emplace_back(job_id, r);  // one silent rank ends the whole gang attempt
+        break;
+      }
+    }
   }
-  for (const std::string& job_id : due) {
+  for (const auto& [job_id, rank] : due) {
     Entry* entry = FindLocked(job_id);
     const JobRecord& r = entry->record;
-    const std::string reason =
-        r.job.state() == ftune::v1::JOB_STATE_CANCELLING
-            ? absl::StrCat("lease expired while cancelling (worker ", r.job.worker_id(), ")")
-            : absl::StrCat("lease expired (worker ", r.job.worker_id(), " went silent)");
+    const bool cancelling = r.job.state() == ftune::v1::JOB_STATE_CANCELLING;
+    std::string reason;
+    if (r.ranks.empty()) {
+      reason = cancelling
+                   ? absl::StrCat("lease expired while cancelling (worker ", r.job.worker_id(), ")")
+                   : absl::StrCat("lease expired (worker ", r.job.worker_id(), " went silent)");
+    } else {
+      const std::string& worker = r.job.workers(static_cast<int>(rank)).worker_id();
+      reason = cancelling
+                   ? absl::StrCat("lease of rank ", rank, " expired while cancelling (worker ",
+                                  worker, ")")
+                   : absl::StrCat("lease of rank ", rank, " of ", r.ranks.size(),
+                                  " expired (worker ", worker, " went silent); the gang stops");
+    }
     if (TransitionLocked(*entry, JobTrigger::kLeaseExpired, reason, r).ok()) ++expired;
+  }
+  std::vector<std::string> with_pending;
+  for (const auto& [worker_id, pending] : pending_ranks_) with_pending.push_back(worker_id);
+  for (const std::string& worker_id : with_pending) {
+    TakePendingRankLocked(worker_id, {});  // only drops ranks of gang attempts that ended
   }
   for (auto& [id, worker] : workers_) {
     if (worker.worker.state() != ftune::v1::WORKER_STATE_OFFLINE &&

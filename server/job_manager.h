@@ -26,6 +26,23 @@
 //  - CompleteJob(REQUEUE) hands a job back (worker shutting down): QUEUED with attempt+1 at
 //    once, NOT counted against max_restarts, since nothing went wrong.
 //  - After a controller restart every held lease is re-armed to now + lease_seconds.
+//
+// Gang scheduling (JobSpec.world_size N > 1; docs/controller.md "Data-parallel jobs"):
+//  - A gang is leased only when N free devices of one kind are offered at once by the parked
+//    AcquireJob calls of online workers, on one worker or several (fewest workers first); all
+//    N rank leases are granted in one commit (one JobRecord with RankLease per rank) or none.
+//    Rank 0 goes to a worker with a rendezvous port; each rank's AcquireJobResponse carries
+//    the rendezvous. A worker given several ranks gets the first in answer to its parked call
+//    and the others (pending_ranks_) in answer to its next AcquireJob calls.
+//  - Starvation: a gang that cannot be placed, once it has waited gang_reserve_after (default:
+//    at once), reserves the kind of device it waits for: jobs behind it in queue order are
+//    leased no device of that kind until it is placed. A gang that the online workers could
+//    never hold reserves nothing.
+//  - Every rank heartbeats its own lease. A rank's lease expiring, or any rank completing with
+//    FAILED, RETRY, REQUEUE or CANCELLED, ends the whole gang attempt along the usual
+//    transition; the other ranks then hear LOST. Rank 0's SUCCEEDED ends the job; another
+//    rank's SUCCEEDED only releases its device. Only rank 0's ReportEvents are stored; other
+//    ranks' are answered (verdict, last_seq) and dropped.
 #pragma once
 
 #include <condition_variable>
@@ -70,12 +87,16 @@ struct JobManagerOptions {
   // Event retention: the train_progress and log events of jobs that ended longer ago than
   // this are dropped by CompactEvents; infinite keeps everything.
   absl::Duration event_retention = absl::InfiniteDuration();
+  // A gang (world_size > 1) that cannot be placed reserves devices for itself once it has
+  // been queued (past its backoff) this long; zero: at once. See the header comment.
+  absl::Duration gang_reserve_after = absl::ZeroDuration();
 };
 
 // What the manager has done since it started, for metrics.
 struct JobManagerCounters {
   // Jobs created by SubmitJob (a repeated client_request_id creates none).
   uint64_t submitted = 0;
+  // One per rank of a data-parallel job.
   uint64_t leases_granted = 0;
   // Leases that ran out without a heartbeat (the worker went silent).
   uint64_t leases_expired = 0;
@@ -171,7 +192,11 @@ class JobManager {
  private:
   struct Entry {
     JobRecord record;
+    // A one-device job's lease; a gang's are in rank_deadlines, by rank.
     absl::Time lease_deadline = absl::InfiniteFuture();
+    std::vector<absl::Time> rank_deadlines;
+    // When it last became QUEUED (or was loaded): how long a gang has waited.
+    absl::Time queued_since = absl::InfinitePast();
   };
   struct WorkerEntry {
     ftune::v1::Worker worker;
@@ -182,6 +207,19 @@ class JobManager {
     std::vector<std::string> free_devices;
     absl::Time deadline;
     AcquireCallback done;
+  };
+  // What one dispatch pass may hand out on a worker: the free devices its parked AcquireJob
+  // calls named, less those a lease holds, in its registered order; and those calls.
+  struct Offer {
+    const ftune::v1::Worker* worker = nullptr;
+    std::vector<std::string> free;
+    std::vector<uint64_t> waiters;  // in the order they are answered
+  };
+  // A granted rank whose worker has not asked for it yet (it was given another rank first).
+  struct PendingRank {
+    std::string job_id;
+    std::string lease_id;
+    ftune::v1::AcquireJobResponse response;
   };
   // Queue order: higher priority first, then submission order.
   using QueueKey = std::tuple<int32_t, int64_t, std::string>;  // -priority, queue_seq, id
@@ -221,13 +259,37 @@ class JobManager {
   void CountTransition(JobTrigger trigger, ftune::v1::JobState to);
   // Applies the job fields an event carries (step, checkpoints, accuracy).
   static void ApplyEventFields(const ftune::v1::JobEvent& event, ftune::v1::Job* job);
+  // The rank of `record` whose lease is `lease_id` held by `worker_id` (0 for a one-device
+  // job's lease); nullopt when it holds none of them.
+  static std::optional<size_t> RankOf(const JobRecord& record, const std::string& lease_id,
+                                      const std::string& worker_id);
+  // (worker, device) of every lease `record` holds now (none once it holds no lease).
+  static std::vector<std::pair<std::string, std::string>> HeldDevices(const JobRecord& record);
   // Devices of `worker_id` held by a lease now.
   std::set<std::string> BusyDevicesLocked(const std::string& worker_id) const;
-  // Tries to lease a job to `waiter`; nullopt when nothing fits.
-  std::optional<absl::StatusOr<ftune::v1::AcquireJobResponse>> TryLeaseLocked(
-      const Waiter& waiter);
-  // Offers queued jobs to waiting AcquireJob calls, oldest first.
-  void DispatchLocked();
+  // Matches queued jobs to parked AcquireJob calls (`first`, when given, before the others,
+  // then oldest first), answering each matched call once the lease is durable (call Settle).
+  // Returns the number of calls answered.
+  int DispatchLocked(uint64_t first = 0);
+  // Leases a one-device job to the first call in `order` with a device that suits it and is
+  // of no `reserved` kind. False when none has one.
+  bool LeaseOneLocked(Entry& entry, std::vector<uint64_t>& order,
+                      std::map<std::string, Offer>& offers, const std::set<std::string>& reserved);
+  // Leases a gang when `offers` hold enough devices of one kind not `reserved`; false if not.
+  bool LeaseGangLocked(Entry& entry, std::vector<uint64_t>& order,
+                       std::map<std::string, Offer>& offers, const std::set<std::string>& reserved);
+  // The device kind ("cpu", "cuda") a gang that cannot be placed now waits for: one that the
+  // online workers' registered devices could hold it on; "" when none could.
+  std::string GangKindLocked(const ftune::v1::Job& job) const;
+  // Parked call `waiter_id` leaves waiters_, `order` and `offers` and is answered with
+  // `leased` once it is durable.
+  void AnswerWaiterLocked(uint64_t waiter_id, std::vector<uint64_t>& order,
+                          std::map<std::string, Offer>& offers,
+                          ftune::v1::AcquireJobResponse leased);
+  // The first rank granted to `worker_id` and not yet handed over whose device is in `free`
+  // (stale ones are dropped).
+  std::optional<ftune::v1::AcquireJobResponse> TakePendingRankLocked(
+      const std::string& worker_id, const std::vector<std::string>& free);
   // Drops ended jobs whose end is durable from memory.
   void ForgetEndedLocked();
   // Answers an AcquireJob with `leased` once the lease is durable (see Settle).
@@ -252,6 +314,8 @@ class JobManager {
   std::set<std::string> leased_;
   std::map<std::string, WorkerEntry> workers_;
   std::map<uint64_t, Waiter> waiters_;
+  // By worker id, oldest first.
+  std::map<std::string, std::deque<PendingRank>> pending_ranks_;
   uint64_t next_waiter_id_ = 1;
   int64_t next_queue_seq_ = 1;
   JobManagerCounters counters_;

@@ -20,14 +20,27 @@
 
 namespace ftune::server {
 
+// One rank's lease of a data-parallel job (world_size > 1). Which worker and device hold it is
+// in Job.workers at the same index.
+struct RankLease {
+  std::string lease_id;
+  // The rank finished (CompleteJob SUCCEEDED) and gave its device back while the gang runs on.
+  bool released = false;
+};
+
 // A job as the controller keeps it: the public Job plus what only the controller needs.
 struct JobRecord {
   ftune::v1::Job job;
   // Submission order (FIFO within a priority; ListJobs pages by it). Unique, increasing.
   int64_t queue_seq = 0;
-  // The current hand-out (empty when no worker holds the job) and its device.
+  // The current hand-out (empty when no worker holds the job) and its device. For a gang,
+  // rank 0's (its worker is job.worker_id).
   std::string lease_id;
   std::string device;
+  // A gang's leases by rank (ranks[0].lease_id == lease_id) while leased, kept after the job
+  // ends so that late completions of its ranks are recognised; empty for one-device jobs and
+  // once the gang attempt ended with a requeue.
+  std::vector<RankLease> ranks;
   // Highest ReportEvents batch_id stored within the current lease.
   uint64_t last_batch_id = 0;
   // Requeues after a lost worker (counted against max_restarts; hand-backs are not).

@@ -6,6 +6,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "common/status_macros.h"
 
 namespace ftune::server {
@@ -49,6 +51,10 @@ constexpr const char* kMigrations[] = {
       CREATE INDEX jobs_state_queue_seq ON jobs(state, queue_seq);
       CREATE INDEX jobs_end_time ON jobs(end_time) WHERE end_time IS NOT NULL;
     )sql",
+    // 3: data-parallel jobs hold one lease per rank (see EncodeRankLeases).
+    R"sql(
+      ALTER TABLE jobs ADD COLUMN rank_leases TEXT NOT NULL DEFAULT '';
+    )sql",
 };
 constexpr int kMigrationCount = sizeof(kMigrations) / sizeof(kMigrations[0]);
 static_assert(kMigrationCount == SqliteJobStore::kSchemaVersion);
@@ -78,6 +84,30 @@ std::string ColumnBytes(sqlite3_stmt* stmt, int column) {
   const void* data = sqlite3_column_blob(stmt, column);
   const int size = sqlite3_column_bytes(stmt, column);
   return data == nullptr ? std::string() : std::string(static_cast<const char*>(data), size);
+}
+
+constexpr absl::string_view kReleased = ":released";
+
+// A gang's rank leases as one column: the lease ids by rank, comma-separated, a rank that
+// already gave its device back marked ":released" ("lease-1a..,lease-2b..:released"); empty
+// for one-device jobs. Lease ids are "lease-" and hex digits, so neither mark can occur in one.
+std::string EncodeRankLeases(const std::vector<RankLease>& ranks) {
+  std::vector<std::string> parts;
+  for (const RankLease& rank : ranks) {
+    parts.push_back(absl::StrCat(rank.lease_id, rank.released ? kReleased : ""));
+  }
+  return absl::StrJoin(parts, ",");
+}
+
+std::vector<RankLease> DecodeRankLeases(const std::string& text) {
+  std::vector<RankLease> ranks;
+  if (text.empty()) return ranks;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    RankLease& rank = ranks.emplace_back();
+    rank.released = absl::ConsumeSuffix(&part, kReleased);
+    rank.lease_id = std::string(part);
+  }
+  return ranks;
 }
 
 }  // namespace
@@ -196,7 +226,8 @@ absl::Status SqliteJobStore::BackfillEndTimes() {
 absl::StatusOr<std::vector<JobRecord>> SqliteJobStore::QueryJobs(
     const std::string& where_and_order, const std::function<void(sqlite3_stmt*)>& bind) {
   const std::string sql = absl::StrCat(
-      "SELECT id, queue_seq, lease_id, device, last_batch_id, restarts, job FROM jobs ",
+      "SELECT id, queue_seq, lease_id, device, last_batch_id, restarts, job, rank_leases "
+      "FROM jobs ",
       where_and_order);
   sqlite3_stmt* stmt = nullptr;
   if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr) != SQLITE_OK) {
@@ -212,6 +243,7 @@ absl::StatusOr<std::vector<JobRecord>> SqliteJobStore::QueryJobs(
     record.device = ColumnBytes(stmt, 3);
     record.last_batch_id = static_cast<uint64_t>(sqlite3_column_int64(stmt, 4));
     record.restarts = static_cast<uint32_t>(sqlite3_column_int64(stmt, 5));
+    record.ranks = DecodeRankLeases(ColumnBytes(stmt, 7));
     if (!record.job.ParseFromString(ColumnBytes(stmt, 6))) {
       const std::string id = ColumnBytes(stmt, 0);
       sqlite3_finalize(stmt);
@@ -231,8 +263,8 @@ absl::Status SqliteJobStore::Prepare() {
   } statements[] = {
       {&upsert_job_,
        "INSERT OR REPLACE INTO jobs (id, queue_seq, state, client_request_id, lease_id, device, "
-       "last_batch_id, restarts, job, end_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, "
-       "?10)"},
+       "last_batch_id, restarts, job, end_time, rank_leases) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
+       "?7, ?8, ?9, ?10, ?11)"},
       {&insert_event_, "INSERT INTO events (job_id, seq, event) VALUES (?1, ?2, ?3)"},
       {&read_events_,
        "SELECT event FROM events WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"},
@@ -277,6 +309,7 @@ absl::Status SqliteJobStore::Commit(const StoreBatch& batch) {
     } else {
       sqlite3_bind_null(upsert_job_, 10);
     }
+    BindText(upsert_job_, 11, EncodeRankLeases(record->ranks));
     if (sqlite3_step(upsert_job_) != SQLITE_DONE) return fail(Error("write job"));
   }
   for (const JobWrite& write : batch.jobs) {

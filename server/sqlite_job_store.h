@@ -18,7 +18,7 @@ namespace ftune::server {
 class SqliteJobStore final : public JobStore {
  public:
   // Newest schema version this build writes.
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
   // Opens (creating if needed) the database file at `path` and migrates it to
   // kSchemaVersion. FailedPrecondition when the file was written by a newer ftcontroller.

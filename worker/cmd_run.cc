@@ -27,6 +27,7 @@
 #include "spdlog/spdlog.h"
 #include "worker/commands.h"
 #include "worker/daemon/devices.h"
+#include "worker/daemon/rendezvous_host.h"
 #include "worker/runner_flags.h"
 #include "worker/daemon/worker_client.h"
 #include "worker/daemon/worker_daemon.h"
@@ -43,6 +44,8 @@ struct RunFlags {
   std::string worker_id;
   std::string devices;
   std::vector<std::string> allowed_roots;
+  std::string rendezvous_host;
+  uint32_t rendezvous_port = 29500;
   int threads = 0;
   CacheFlags caches;
   std::string token_file;
@@ -127,6 +130,10 @@ int Run(const RunFlags& flags) {
     return 2;
   }
   config.devices = *std::move(devices);
+  config.rendezvous_host = flags.rendezvous_host.empty()
+                               ? daemon::DefaultRendezvousHost(config.host)
+                               : flags.rendezvous_host;
+  config.rendezvous_port = flags.rendezvous_port;
 
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
       MakeChannel(ClientChannelOptions(flags.controller, flags.tls, flags.tls_ca, flags.tls_cert,
@@ -207,6 +214,11 @@ int Run(const RunFlags& flags) {
   }
   spdlog::info("ftworker {} ({}) for controller {}, devices {}", config.worker_id, kVersion,
                flags.controller, names);
+  if (config.rendezvous_port > 0) {
+    spdlog::info("data-parallel rank 0 here serves its rendezvous on {}:{}{}",
+                 config.rendezvous_host, config.rendezvous_port,
+                 config.devices.size() > 1 ? " + device index" : "");
+  }
   (*worker)->Start();
   const int signo = WaitForShutdown();
   spdlog::info("signal {}: taking no new jobs, handing running ones back", signo);
@@ -251,6 +263,15 @@ void AddRunCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--allowed-root", flags->allowed_roots,
                   "Jobs may only read and write under this folder (repeatable; none = any "
                   "path)");
+  cmd->add_option("--rendezvous-host", flags->rendezvous_host,
+                  "Address other workers reach this one at, for the rendezvous of a "
+                  "data-parallel job whose rank 0 runs here (default: the first non-loopback "
+                  "IPv4 address, else the host name)");
+  cmd->add_option("--rendezvous-port", flags->rendezvous_port,
+                  "Rank 0 of a data-parallel job on device i listens on this port + i; 0 = "
+                  "never take rank 0 (other ranks still run here)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
   cmd->add_option("--threads", flags->threads,
                   "Intra-op CPU threads of a job that leaves threads at 0 (0 = the cores split "
                   "evenly between the devices)")

@@ -292,5 +292,44 @@ TEST(OutputTest, JobTableColumnsLineUpWithLongIds) {
   EXPECT_TRUE(absl::StrContains(lines[1], "3/6"));
 }
 
+// A data-parallel job shows its rank count in the table and its gang in `ftctl get`; --json
+// carries world_size and workers (protobuf names, as the REST API).
+TEST(OutputTest, DataParallelJobsShowTheirRanksAndWorkers) {
+  v1::Job job;
+  job.set_id("job-1");
+  job.set_state(v1::JOB_STATE_RUNNING);
+  job.mutable_spec()->set_world_size(2);
+  job.set_worker_id("w1");
+  auto* rank0 = job.add_workers();
+  rank0->set_worker_id("w1");
+  rank0->set_device("cpu");
+  auto* rank1 = job.add_workers();
+  rank1->set_worker_id("w2");
+  rank1->set_device("cpu");
+  std::ostringstream table;
+  PrintJobTable(table, {job});
+  std::vector<std::string> lines = absl::StrSplit(table.str(), '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_EQ(lines[0].find("RANKS") + 5, lines[1].find("2 ranks") + 7) << table.str();
+  std::ostringstream detail;
+  PrintJob(detail, job);
+  EXPECT_TRUE(absl::StrContains(detail.str(), "ranks            2 ranks\n")) << detail.str();
+  EXPECT_TRUE(absl::StrContains(detail.str(), "workers          w1 cpu, w2 cpu\n"))
+      << detail.str();
+  const std::string json = ToJson(job);
+  EXPECT_TRUE(absl::StrContains(json, "\"world_size\":2")) << json;
+  EXPECT_TRUE(absl::StrContains(
+      json, "\"workers\":[{\"worker_id\":\"w1\",\"device\":\"cpu\"},{\"worker_id\":\"w2\""))
+      << json;
+
+  // One-device jobs keep the single worker line.
+  job.mutable_spec()->set_world_size(1);
+  job.clear_workers();
+  std::ostringstream single;
+  PrintJob(single, job);
+  EXPECT_TRUE(absl::StrContains(single.str(), "worker           w1\n")) << single.str();
+  EXPECT_FALSE(absl::StrContains(single.str(), "ranks")) << single.str();
+}
+
 }  // namespace
 }  // namespace ftune::ctl

@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -29,10 +30,17 @@ bool WaitFor(std::condition_variable& cv, std::unique_lock<std::mutex>& lock, Pr
 
 class FakeController final : public WorkerClient {
  public:
-  // Queues a job for AcquireJob.
+  // Queues a job for AcquireJob (lease id "lease-<job id>").
   void AddJob(const ftune::v1::Job& job, double lease_seconds = 0) {
     std::lock_guard<std::mutex> lock(mu_);
-    pending_.push_back({job, lease_seconds});
+    pending_.push_back({job, lease_seconds, "lease-" + job.id(), std::nullopt});
+    cv_.notify_all();
+  }
+  // Queues one rank of a data-parallel job under its own lease.
+  void AddRank(const ftune::v1::Job& job, const ftune::v1::Rendezvous& rendezvous,
+               const std::string& lease_id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_.push_back({job, 0, lease_id, rendezvous});
     cv_.notify_all();
   }
   // Every call fails with `status` while it is not OK (the controller is down).
@@ -122,13 +130,14 @@ class FakeController final : public WorkerClient {
     if (!down_.ok()) return down_;
     ftune::v1::AcquireJobResponse response;
     if (pending_.empty()) return response;
-    auto [job, lease_seconds] = pending_.front();
+    Pending next = pending_.front();
     pending_.pop_front();
-    job.set_worker_id(request.worker_id());
-    *response.mutable_job() = job;
-    response.set_lease_id("lease-" + job.id());
+    next.job.set_worker_id(request.worker_id());
+    *response.mutable_job() = next.job;
+    response.set_lease_id(next.lease_id);
     response.set_device(request.free_devices(0));
-    response.set_lease_seconds(lease_seconds);
+    response.set_lease_seconds(next.lease_seconds);
+    if (next.rendezvous) *response.mutable_rendezvous() = *next.rendezvous;
     return response;
   }
 
@@ -200,9 +209,16 @@ class FakeController final : public WorkerClient {
     return it == verdicts_.end() ? ftune::v1::LEASE_VERDICT_OK : it->second;
   }
 
+  struct Pending {
+    ftune::v1::Job job;
+    double lease_seconds = 0;
+    std::string lease_id;
+    std::optional<ftune::v1::Rendezvous> rendezvous;
+  };
+
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::pair<ftune::v1::Job, double>> pending_;
+  std::deque<Pending> pending_;
   absl::Status down_;
   int failing_reports_ = 0;
   absl::Status report_failure_;
@@ -221,11 +237,12 @@ class ScriptedRunner final : public train::JobRunner {
  public:
   explicit ScriptedRunner(bool finish_at_once = false) : finish_at_once_(finish_at_once) {}
 
-  train::JobRunResult Run(const ftune::v1::Job& job, const std::string& device,
+  train::JobRunResult Run(const ftune::v1::Job& job, const train::Placement& placement,
                           train::EventSink* sink, train::CancelToken* cancel) override {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      started.push_back({job.id(), device});
+      started.push_back({job.id(), placement.device});
+      placements.push_back(placement);
       ++running_;
       max_running = std::max(max_running, running_);
       cv_.notify_all();
@@ -276,6 +293,7 @@ class ScriptedRunner final : public train::JobRunner {
   }
 
   std::vector<std::pair<std::string, std::string>> started;  // (job id, device)
+  std::vector<train::Placement> placements;                 // in the order runs started
   std::map<std::string, train::StopReason> stop_reasons;
   int max_running = 0;
   int returned = 0;

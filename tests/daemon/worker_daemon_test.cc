@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <set>
 
 #include "absl/strings/match.h"
 #include "tests/daemon/fakes.h"
@@ -267,6 +268,117 @@ TEST(WorkerDaemonTest, RejectsBadConfigs) {
   config = Config();
   config.allowed_roots = {"/does/not/exist"};
   EXPECT_FALSE(WorkerDaemon::Create(config, &controller, &runner).ok());
+}
+
+TEST(WorkerDaemonTest, RejectsABadRendezvous) {
+  FakeController controller;
+  ScriptedRunner runner;
+  DaemonConfig config = Config({"cpu", "cuda:0"});
+  config.rendezvous_port = 29500;  // without a host other ranks could not reach it
+  auto no_host = WorkerDaemon::Create(config, &controller, &runner);
+  EXPECT_EQ(no_host.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(no_host.status().message(), "rendezvous host"));
+  config.rendezvous_host = "10.0.0.7";
+  config.rendezvous_port = 65535;  // cuda:0 would listen on 65536
+  auto overflow = WorkerDaemon::Create(config, &controller, &runner);
+  EXPECT_EQ(overflow.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(overflow.status().message(), "65535"));
+  config.rendezvous_port = 0;  // never rank 0: no host needed
+  config.rendezvous_host.clear();
+  EXPECT_TRUE(WorkerDaemon::Create(config, &controller, &runner).ok());
+}
+
+// Two ranks of one data-parallel job on this worker's two devices: each runs with its
+// rendezvous as DistributedOptions, heartbeats and completes under its own lease, and only
+// rank 0's events reach the controller.
+TEST(WorkerDaemonTest, RunsEachRankOfADataParallelJobWithItsRendezvous) {
+  FakeController controller;
+  ScriptedRunner runner;
+  DaemonConfig config = Config({"cuda:0", "cuda:1"});
+  config.rendezvous_host = "10.0.0.7";
+  config.rendezvous_port = 29500;
+  auto daemon = WorkerDaemon::Create(config, &controller, &runner);
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  v1::Job job = MakeJob("job-1");
+  job.set_attempt(3);
+  job.mutable_spec()->set_world_size(3);
+  for (uint32_t rank : {0u, 2u}) {
+    v1::Rendezvous rendezvous;
+    rendezvous.set_rank(rank);
+    rendezvous.set_world_size(3);
+    rendezvous.set_host("10.0.0.7");
+    rendezvous.set_port(29500);
+    controller.AddRank(job, rendezvous, "lease-rank" + std::to_string(rank));
+  }
+  (*daemon)->Start();
+  ASSERT_TRUE(runner.Await([](const ScriptedRunner& r) { return r.started.size() == 2; }));
+  ASSERT_FALSE(controller.registrations.empty());
+  EXPECT_EQ(controller.registrations[0].rendezvous_host(), "10.0.0.7");
+  EXPECT_EQ(controller.registrations[0].rendezvous_port(), 29500u);
+  EXPECT_EQ((*daemon)->RunningJobs(), (std::vector<std::string>{"job-1", "job-1"}));
+
+  std::set<int> ranks;
+  for (const train::Placement& placement : runner.placements) {
+    const train::DistributedOptions& d = placement.distributed;
+    SCOPED_TRACE(placement.device);
+    ranks.insert(d.rank);
+    // Acquired in turn: rank 0 on the first free device, rank 2 on the other.
+    EXPECT_EQ(placement.device, d.rank == 0 ? "cuda:0" : "cuda:1");
+    EXPECT_EQ(d.world_size, 3);
+    EXPECT_EQ(d.host, "10.0.0.7");
+    EXPECT_EQ(d.port, 29500);
+    EXPECT_TRUE(d.rank0_serves_store);
+    EXPECT_EQ(d.prefix, "job-1/3/");
+  }
+  EXPECT_EQ(ranks, (std::set<int>{0, 2}));
+  // Both leases are renewed, each by its own id.
+  ASSERT_TRUE(controller.Await([](const FakeController& c) {
+    return !c.heartbeats.empty() && c.heartbeats.back().leases_size() == 2;
+  }));
+  std::set<std::string> renewed;
+  for (const auto& lease : controller.heartbeats.back().leases()) {
+    EXPECT_EQ(lease.job_id(), "job-1");
+    renewed.insert(lease.lease_id());
+  }
+  EXPECT_EQ(renewed, (std::set<std::string>{"lease-rank0", "lease-rank2"}));
+
+  runner.Finish("job-1");
+  ASSERT_TRUE(controller.Await([](const FakeController& c) { return c.completions.size() == 2; }));
+  (*daemon)->Shutdown();
+  std::set<std::string> completed;
+  for (const auto& done : controller.completions) {
+    EXPECT_EQ(done.outcome(), v1::JOB_OUTCOME_SUCCEEDED);
+    completed.insert(done.lease_id());
+  }
+  EXPECT_EQ(completed, (std::set<std::string>{"lease-rank0", "lease-rank2"}));
+  // Each rank emitted three progress events; only rank 0's were reported.
+  EXPECT_EQ(controller.stored["job-1"].size(), 3u);
+  for (const auto& report : controller.reports) EXPECT_EQ(report.lease_id(), "lease-rank0");
+}
+
+TEST(WorkerDaemonTest, LostGangStopsEveryRankWithoutReporting) {
+  FakeController controller;
+  ScriptedRunner runner;
+  auto daemon = WorkerDaemon::Create(Config({"cuda:0", "cuda:1"}), &controller, &runner);
+  ASSERT_TRUE(daemon.ok());
+  v1::Job job = MakeJob("job-1");
+  for (uint32_t rank : {1u, 2u}) {
+    v1::Rendezvous rendezvous;
+    rendezvous.set_rank(rank);
+    rendezvous.set_world_size(3);
+    rendezvous.set_host("elsewhere");
+    rendezvous.set_port(29500);
+    controller.AddRank(job, rendezvous, "lease-rank" + std::to_string(rank));
+  }
+  (*daemon)->Start();
+  ASSERT_TRUE(runner.Await([](const ScriptedRunner& r) { return r.started.size() == 2; }));
+  // Another rank's lease ran out: the controller ended the gang attempt.
+  controller.SetVerdict("job-1", v1::LEASE_VERDICT_LOST);
+  ASSERT_TRUE(runner.Await([](const ScriptedRunner& r) { return r.returned == 2; }));
+  (*daemon)->Shutdown();
+  EXPECT_EQ(runner.stop_reasons["job-1"], StopReason::kLeaseLost);
+  EXPECT_TRUE(controller.completions.empty());
+  EXPECT_TRUE(controller.reports.empty());  // neither is rank 0
 }
 
 }  // namespace

@@ -263,6 +263,30 @@ TEST_P(StoreContractTest, RetentionDropsProgressAndLogsOfJobsEndedBeforeTheCutOf
   EXPECT_EQ(*store_->CompactEvents(absl::FromUnixSeconds(2000), 1), 4);
 }
 
+// A gang's rank leases, released ones marked, come back as they were written; a one-device
+// job has none.
+TEST_P(StoreContractTest, RankLeasesRoundTrip) {
+  JobRecord gang = Record("gang", 1);
+  gang.ranks = {{"lease-0a", false}, {"lease-1b", true}, {"lease-2c", false}};
+  ASSERT_TRUE(CommitOne(*store_, gang, {}).ok());
+  ASSERT_TRUE(CommitOne(*store_, Record("single", 2), {}).ok());
+  auto live = store_->LoadLiveJobs();
+  ASSERT_TRUE(live.ok()) << live.status();
+  ASSERT_EQ(live->size(), 2u);
+  const JobRecord& loaded = (*live)[0];
+  ASSERT_EQ(loaded.ranks.size(), 3u);
+  for (size_t r = 0; r < 3; ++r) {
+    EXPECT_EQ(loaded.ranks[r].lease_id, gang.ranks[r].lease_id) << "rank " << r;
+    EXPECT_EQ(loaded.ranks[r].released, gang.ranks[r].released) << "rank " << r;
+  }
+  EXPECT_TRUE((*live)[1].ranks.empty());
+  // Kept once the job ended (late completions of its ranks are checked against them).
+  gang.job.set_state(ftune::v1::JOB_STATE_SUCCEEDED);
+  ASSERT_TRUE(CommitOne(*store_, gang, {}).ok());
+  EXPECT_EQ(store_->FindJob("gang")->ranks.size(), 3u);
+  EXPECT_TRUE(store_->FindJob("gang")->ranks[1].released);
+}
+
 INSTANTIATE_TEST_SUITE_P(Stores, StoreContractTest, ::testing::Bool(),
                          [](const auto& info) { return info.param ? "Sqlite" : "Memory"; });
 
@@ -283,6 +307,7 @@ TEST(SqliteJobStoreTest, MigrationFromSchemaOneFillsInEndTimes) {
                          "DROP INDEX jobs_state_queue_seq; DROP INDEX jobs_end_time; "
                          "ALTER TABLE jobs DROP COLUMN end_time; "
                          "ALTER TABLE jobs DROP COLUMN events_compacted; "
+                         "ALTER TABLE jobs DROP COLUMN rank_leases; "
                          "UPDATE schema_version SET version = 1",
                          nullptr, nullptr, nullptr),
             SQLITE_OK)
@@ -290,8 +315,34 @@ TEST(SqliteJobStoreTest, MigrationFromSchemaOneFillsInEndTimes) {
   sqlite3_close(db);
   auto store = SqliteJobStore::Open(path);
   ASSERT_TRUE(store.ok()) << store.status();
-  EXPECT_EQ(*(*store)->SchemaVersion(), 2);
+  EXPECT_EQ(*(*store)->SchemaVersion(), SqliteJobStore::kSchemaVersion);
   EXPECT_EQ(*(*store)->CompactEvents(absl::FromUnixSeconds(2000), 10), 1);
+}
+
+// A database from before data-parallel jobs (schema 2) is migrated; its jobs load with no
+// rank leases, and gangs written afterwards keep theirs.
+TEST(SqliteJobStoreTest, MigrationFromSchemaTwoAddsRankLeases) {
+  const std::string path = DbPath();
+  {
+    auto store = SqliteJobStore::Open(path);
+    ASSERT_TRUE(CommitOne(**store, Record("old", 1), {Event("old", 1)}).ok());
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "ALTER TABLE jobs DROP COLUMN rank_leases; "
+                         "UPDATE schema_version SET version = 2",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  auto store = SqliteJobStore::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ(*(*store)->SchemaVersion(), 3);
+  auto old = (*store)->FindJob("old");
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->lease_id, "lease-old");
+  EXPECT_TRUE(old->ranks.empty());
 }
 
 }  // namespace

@@ -60,6 +60,27 @@ class ObservedSink final : public train::EventSink {
   const std::string job_id_;
 };
 
+// The sink of a rank other than 0 of a data-parallel job: rank 0 reports for the gang (the
+// controller stores no other rank's events), so this rank's warnings and errors go to the
+// worker's log instead, and the rest is dropped.
+class RankLogSink final : public train::EventSink {
+ public:
+  RankLogSink(std::string job_id, uint32_t rank) : job_id_(std::move(job_id)), rank_(rank) {}
+  void Emit(v1::JobEvent event) override {
+    if (!event.has_log()) return;
+    const v1::LogMessage& log = event.log();
+    if (log.level() == v1::LOG_LEVEL_ERROR) {
+      spdlog::error("job {} rank {}: {}", job_id_, rank_, log.message());
+    } else if (log.level() == v1::LOG_LEVEL_WARNING) {
+      spdlog::warn("job {} rank {}: {}", job_id_, rank_, log.message());
+    }
+  }
+
+ private:
+  const std::string job_id_;
+  const uint32_t rank_;
+};
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<WorkerDaemon>> WorkerDaemon::Create(DaemonConfig config,
@@ -75,6 +96,16 @@ absl::StatusOr<std::unique_ptr<WorkerDaemon>> WorkerDaemon::Create(DaemonConfig 
             absl::StrCat("device '", config.devices[i].name(), "' is listed twice"));
       }
     }
+  }
+  if (config.rendezvous_port > 0 && config.rendezvous_host.empty()) {
+    return absl::InvalidArgumentError(
+        "a rendezvous port needs a rendezvous host (where other ranks reach rank 0)");
+  }
+  if (config.rendezvous_port > 0 &&
+      uint64_t{config.rendezvous_port} + config.devices.size() - 1 > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("rendezvous port ", config.rendezvous_port,
+                                                   " + ", config.devices.size(),
+                                                   " devices goes past port 65535"));
   }
   if (client == nullptr || runner == nullptr) {
     return absl::InvalidArgumentError("worker daemon needs a controller client and a runner");
@@ -111,9 +142,9 @@ void WorkerDaemon::Shutdown() {
     shut_down_ = true;
     stopping_ = true;
     drain_deadline_ = absl::Now() + config_.drain_timeout;
-    for (auto& [id, job] : jobs_) {
+    for (auto& [lease, job] : jobs_) {
       if (!job->done) {
-        spdlog::info("job {}: asking it to checkpoint and hand back", id);
+        spdlog::info("job {}: asking it to checkpoint and hand back", job->job.id());
         job->cancel.Request(StopReason::kHandBack);
       }
     }
@@ -143,8 +174,8 @@ void WorkerDaemon::Shutdown() {
 std::vector<std::string> WorkerDaemon::RunningJobs() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<std::string> ids;
-  for (const auto& [id, job] : jobs_) {
-    if (!job->done) ids.push_back(id);
+  for (const auto& [lease, job] : jobs_) {
+    if (!job->done) ids.push_back(job->job.id());
   }
   return ids;
 }
@@ -160,6 +191,8 @@ absl::Status WorkerDaemon::Register() {
   request.set_host(config_.host);
   request.set_version(config_.version);
   for (const v1::Device& device : config_.devices) *request.add_devices() = device;
+  request.set_rendezvous_host(config_.rendezvous_host);
+  request.set_rendezvous_port(config_.rendezvous_port);
   absl::StatusOr<v1::RegisterWorkerResponse> response = client_->RegisterWorker(request);
   if (!response.ok()) return response.status();
   std::lock_guard<std::mutex> lock(mu_);
@@ -244,12 +277,21 @@ void WorkerDaemon::AcquireLoop() {
         }
         job->lease = absl::Seconds(response->lease_seconds());
         job->renewed = absl::Now();
+        if (response->has_rendezvous()) job->rendezvous = response->rendezvous();
         const std::string id = job->job.id();
-        spdlog::info("job {}: acquired on {} (attempt {}, lease {})", id, job->device,
-                     job->job.attempt(), job->lease_id);
+        if (job->rendezvous) {
+          spdlog::info("job {}: rank {} of {} acquired on {} (attempt {}, lease {}, rendezvous "
+                       "{}:{})",
+                       id, job->rendezvous->rank(), job->rendezvous->world_size(), job->device,
+                       job->job.attempt(), job->lease_id, job->rendezvous->host(),
+                       job->rendezvous->port());
+        } else {
+          spdlog::info("job {}: acquired on {} (attempt {}, lease {})", id, job->device,
+                       job->job.attempt(), job->lease_id);
+        }
         if (stopping_) job->cancel.Request(StopReason::kHandBack);
         RunningJob* running = job.get();
-        jobs_[id] = std::move(job);
+        jobs_[running->lease_id] = std::move(job);
         running->thread = std::thread([this, running] { RunJob(running); });
         continue;
       }
@@ -285,11 +327,11 @@ void WorkerDaemon::HeartbeatLoop() {
     v1::HeartbeatRequest request;
     request.set_worker_id(config_.worker_id);
     request.set_draining(stopping_);
-    for (const auto& [id, job] : jobs_) {
+    for (const auto& [lease, job] : jobs_) {
       if (job->done || job->cancel.reason() == StopReason::kLeaseLost) continue;
       v1::LeaseRenewal* renewal = request.add_leases();
-      renewal->set_job_id(id);
-      renewal->set_lease_id(job->lease_id);
+      renewal->set_job_id(job->job.id());
+      renewal->set_lease_id(lease);
     }
     const absl::Time sent = absl::Now();
     lock.unlock();
@@ -307,14 +349,14 @@ void WorkerDaemon::HeartbeatLoop() {
     } else {
       failing = false;
       for (const v1::LeaseRenewal& renewal : request.leases()) {
-        auto it = jobs_.find(renewal.job_id());
-        if (it != jobs_.end() && it->second->lease_id == renewal.lease_id()) {
+        auto it = jobs_.find(renewal.lease_id());
+        if (it != jobs_.end() && it->second->job.id() == renewal.job_id()) {
           it->second->renewed = sent;
         }
       }
       for (const v1::LeaseStatus& lease : response->leases()) {
-        auto it = jobs_.find(lease.job_id());
-        if (it == jobs_.end() || it->second->lease_id != lease.lease_id()) continue;
+        auto it = jobs_.find(lease.lease_id());
+        if (it == jobs_.end() || it->second->job.id() != lease.job_id()) continue;
         if (lease.verdict() == v1::LEASE_VERDICT_CANCEL) {
           if (!it->second->cancel.stop_requested()) {
             spdlog::info("job {}: cancelled by the controller", lease.job_id());
@@ -329,10 +371,10 @@ void WorkerDaemon::HeartbeatLoop() {
     // A lease not renewed in time has been (or will be) given to another worker: stop
     // writing to the job's output folder before that worker starts.
     const absl::Time now = absl::Now();
-    for (auto& [id, job] : jobs_) {
+    for (auto& [lease, job] : jobs_) {
       if (job->done || job->lease <= absl::ZeroDuration()) continue;
       if (now - job->renewed > job->lease && job->cancel.reason() != StopReason::kLeaseLost) {
-        spdlog::warn("job {}: lease not renewed for {}; stopping", id,
+        spdlog::warn("job {}: lease not renewed for {}; stopping", job->job.id(),
                      absl::FormatDuration(now - job->renewed));
         job->cancel.Request(StopReason::kLeaseLost);
       }
@@ -375,7 +417,30 @@ absl::Status WorkerDaemon::ConfirmLease(RunningJob* running) {
 
 void WorkerDaemon::RunJob(RunningJob* running) {
   const v1::Job& job = running->job;
-  if (observer_ != nullptr) observer_->OnJobStarted(job, running->device);
+  train::Placement placement;
+  placement.device = running->device;
+  // The observer (metrics) keys runs by job id: a rank but 0 gets a key of its own, since two
+  // ranks of one job may run here.
+  std::string observed_id = job.id();
+  if (running->rendezvous) {
+    const v1::Rendezvous& rendezvous = *running->rendezvous;
+    train::DistributedOptions& distributed = placement.distributed;
+    distributed.rank = static_cast<int>(rendezvous.rank());
+    distributed.world_size = static_cast<int>(rendezvous.world_size());
+    distributed.host = rendezvous.host();
+    distributed.port = static_cast<int>(rendezvous.port());
+    distributed.rank0_serves_store = true;
+    // A straggler of an earlier attempt never joins this one's group.
+    distributed.prefix = absl::StrCat(job.id(), "/", job.attempt(), "/");
+    if (rendezvous.rank() > 0) observed_id = absl::StrCat(job.id(), "/rank", rendezvous.rank());
+  }
+  // Rank 0 reports for a gang; the controller stores no other rank's events.
+  const bool reports = !running->rendezvous || running->rendezvous->rank() == 0;
+  if (observer_ != nullptr) {
+    v1::Job observed = job;
+    observed.set_id(observed_id);
+    observer_->OnJobStarted(observed, running->device);
+  }
   running->cancel.set_write_guard([this, running] { return ConfirmLease(running); });
   train::JobRunResult result;
   absl::Status allowed = roots_.CheckJob(job.spec());
@@ -390,11 +455,12 @@ void WorkerDaemon::RunJob(RunningJob* running) {
   } else {
     EventReporter reporter(client_, config_.worker_id, job.id(), running->lease_id,
                            &running->cancel, config_.events);
-    ObservedSink observed(&reporter, observer_, job.id());
-    train::EventSink* sink =
-        observer_ != nullptr ? static_cast<train::EventSink*>(&observed) : &reporter;
+    RankLogSink rank_log(job.id(), running->rendezvous ? running->rendezvous->rank() : 0);
+    train::EventSink* const out = reports ? static_cast<train::EventSink*>(&reporter) : &rank_log;
+    ObservedSink observed(out, observer_, observed_id);
+    train::EventSink* sink = observer_ != nullptr ? static_cast<train::EventSink*>(&observed) : out;
     try {
-      result = runner_->Run(job, running->device, sink, &running->cancel);
+      result = runner_->Run(job, placement, sink, &running->cancel);
     } catch (const std::exception& e) {
       result = {};
       result.outcome = v1::JOB_OUTCOME_FAILED;
@@ -404,7 +470,7 @@ void WorkerDaemon::RunJob(RunningJob* running) {
       result.outcome = v1::JOB_OUTCOME_FAILED;
       if (result.error.empty()) result.error = "the trainer returned no outcome";
     }
-    if (running->cancel.reason() != StopReason::kLeaseLost) {
+    if (reports && running->cancel.reason() != StopReason::kLeaseLost) {
       absl::Duration flush_timeout = config_.flush_timeout;
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -424,7 +490,8 @@ void WorkerDaemon::RunJob(RunningJob* running) {
     Complete(running, result);
   }
   if (observer_ != nullptr) {
-    observer_->OnJobFinished(job.id(), lease_lost ? v1::JOB_OUTCOME_UNSPECIFIED : result.outcome);
+    observer_->OnJobFinished(observed_id,
+                             lease_lost ? v1::JOB_OUTCOME_UNSPECIFIED : result.outcome);
   }
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -3,12 +3,18 @@
 // by heartbeat and turns the controller's verdicts into cancel requests, and completes each
 // job with the runner's outcome. Survives controller restarts (reconnects with backoff and
 // registers again). Shutdown() hands running jobs back to the queue.
+//
+// A lease with a rendezvous is one rank of a data-parallel job: it runs with that rank's
+// DistributedOptions (rank 0 serves the c10d store on the port the controller chose), and
+// only rank 0's events go to the controller (the other ranks' warnings and errors are logged
+// here). Each rank heartbeats and completes its own lease.
 #pragma once
 
 #include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,8 +37,13 @@ struct DaemonConfig {
   std::string worker_id;
   std::string host;
   std::string version;
-  // At least one; each runs one job at a time.
+  // At least one; each runs one job (or one rank of a data-parallel job) at a time.
   std::vector<ftune::v1::Device> devices;
+  // Where this worker serves the rendezvous (c10d TCPStore) of a data-parallel job whose rank
+  // 0 it runs: rank 0 on devices[i] listens on rendezvous_port + i of rendezvous_host, which
+  // the other ranks must reach. Port 0: the controller never makes this worker rank 0.
+  std::string rendezvous_host;
+  uint32_t rendezvous_port = 0;
   // See AllowedRoots; empty = any path.
   std::vector<std::string> allowed_roots;
   // AcquireJob long-poll bound.
@@ -71,7 +82,7 @@ class WorkerDaemon {
   // each to complete (REQUEUE, or its own outcome if it finished first), then returns.
   void Shutdown();
 
-  // Ids of the jobs running now.
+  // Ids of the jobs running now (a job twice when two of its ranks run here).
   std::vector<std::string> RunningJobs() const;
 
  private:
@@ -79,6 +90,8 @@ class WorkerDaemon {
     ftune::v1::Job job;
     std::string lease_id;
     std::string device;
+    // Set for a rank of a data-parallel job.
+    std::optional<ftune::v1::Rendezvous> rendezvous;
     // The lease lapses this long after its last renewal.
     absl::Duration lease = absl::ZeroDuration();
     absl::Time renewed;
@@ -123,7 +136,7 @@ class WorkerDaemon {
   absl::Time drain_deadline_ = absl::InfiniteFuture();
   bool registered_ = false;
   absl::Duration heartbeat_interval_;
-  // By job id.
+  // By lease id: one worker may run several ranks of the same job.
   std::map<std::string, std::unique_ptr<RunningJob>> jobs_;
   std::thread acquire_thread_;
   std::thread heartbeat_thread_;
