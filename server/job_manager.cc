@@ -1283,8 +1283,14 @@ absl::StatusOr<ftune::v1::CompleteJobResponse> JobManager::CompleteJob(
     if (lock.owns_lock()) RETURN_IF_ERROR(WaitDurable(lock));
     return response;
   }
-  if (gang && *rank > 0 && request.outcome() == ftune::v1::JOB_OUTCOME_SUCCEEDED) {
-    // Rank 0 ends the job; this rank only gives its device back.
+  // Ranks stop together (they agree on every stop after each step), and rank 0 has the
+  // checkpoint to write before it reports: another rank's success, cancel or hand-back only
+  // gives its device back, and rank 0's outcome ends the attempt. Another rank's error ends it
+  // at once (rank 0's collectives are failing too).
+  const bool stopped_with_rank0 = request.outcome() == ftune::v1::JOB_OUTCOME_SUCCEEDED ||
+                                  request.outcome() == ftune::v1::JOB_OUTCOME_CANCELLED ||
+                                  request.outcome() == ftune::v1::JOB_OUTCOME_REQUEUE;
+  if (gang && *rank > 0 && stopped_with_rank0) {
     JobRecord updated = r;
     updated.ranks[*rank].released = true;
     CommitLocked(*entry, std::move(updated), {});

@@ -535,7 +535,6 @@ TEST_F(GangSchedulingTest, AnyRanksFailureEndsTheGangAttempt) {
   };
   const Case cases[] = {
       {ftune::v1::JOB_OUTCOME_RETRY, ftune::v1::JOB_STATE_QUEUED, 1},
-      {ftune::v1::JOB_OUTCOME_REQUEUE, ftune::v1::JOB_STATE_QUEUED, 0},
       {ftune::v1::JOB_OUTCOME_FAILED, ftune::v1::JOB_STATE_FAILED, 0},
   };
   for (const Case& c : cases) {
@@ -567,13 +566,40 @@ TEST_F(GangSchedulingTest, CancelReachesEveryRank) {
   EXPECT_EQ(Beat(r0), ftune::v1::LEASE_VERDICT_CANCEL);
   EXPECT_EQ(Beat(r1), ftune::v1::LEASE_VERDICT_CANCEL);
   EXPECT_EQ(Report(r1, 1, 0)->verdict(), ftune::v1::LEASE_VERDICT_CANCEL);
-  // Whichever rank stops first ends the job; the other's report is accepted.
+  // Rank 1 stops first and gives its device back; rank 0 writes the checkpoint, then ends it.
   auto first = Complete(r1, ftune::v1::JOB_OUTCOME_CANCELLED);
   ASSERT_TRUE(first.ok());
-  EXPECT_EQ(first->state(), ftune::v1::JOB_STATE_CANCELLED);
-  auto second = Complete(r0, ftune::v1::JOB_OUTCOME_CANCELLED);
+  EXPECT_EQ(first->state(), ftune::v1::JOB_STATE_CANCELLING);
+  EXPECT_EQ(Beat(r0), ftune::v1::LEASE_VERDICT_CANCEL);
+  ftune::v1::CompleteJobRequest last;
+  last.set_job_id(job_.id());
+  last.set_lease_id(r0.lease.lease_id());
+  last.set_worker_id(r0.worker);
+  last.set_outcome(ftune::v1::JOB_OUTCOME_CANCELLED);
+  last.set_last_checkpoint("/out/checkpoint-7");
+  auto second = manager_->CompleteJob(last);
   ASSERT_TRUE(second.ok()) << second.status();
-  EXPECT_EQ(second->state(), ftune::v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(second->job().state(), ftune::v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(second->job().last_checkpoint(), "/out/checkpoint-7");
+}
+
+// A hand-back (a rank's worker shutting down) stops every rank at the same step; the other
+// ranks' REQUEUE only frees their devices, and rank 0's, after its checkpoint, requeues the
+// job without counting a restart.
+TEST_F(GangSchedulingTest, AHandBackEndsWithRankZerosReport) {
+  auto [r0, r1] = LeaseTwoRanks();
+  ASSERT_TRUE(Report(r0, 1, 1).ok());
+  auto first = Complete(r1, ftune::v1::JOB_OUTCOME_REQUEUE);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->state(), ftune::v1::JOB_STATE_RUNNING);
+  EXPECT_TRUE(JobsOn("w2").empty());
+  EXPECT_EQ(Beat(r0), ftune::v1::LEASE_VERDICT_OK);
+  auto second = Complete(r0, ftune::v1::JOB_OUTCOME_REQUEUE);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->state(), ftune::v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(second->attempt(), 1u);
+  const std::string reason = AllEvents(job_.id()).back().state_changed().reason();
+  EXPECT_FALSE(absl::StrContains(reason, "restart 1 of")) << reason;
 }
 
 // The starvation policy: a queued gang at the head of the line reserves the devices it waits

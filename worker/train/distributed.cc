@@ -172,6 +172,10 @@ absl::StatusOr<std::unique_ptr<Collective>> Collective::Join(const DistributedOp
 #endif
 #ifdef FTUNE_WITH_NCCL
     if (*backend == "nccl") {
+      // The watchdog aborts a collective that outlives the timeout, so no rank stays blocked
+      // on a dead peer (libtorch 1.x and 2.x read different names; an explicit setting wins).
+      setenv("NCCL_ASYNC_ERROR_HANDLING", "1", /*overwrite=*/0);
+      setenv("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1", /*overwrite=*/0);
       auto nccl_options = c10d::ProcessGroupNCCL::Options::create();
       nccl_options->timeout = options.timeout;
       impl->backend = c10::make_intrusive<c10d::ProcessGroupNCCL>(
