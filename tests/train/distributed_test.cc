@@ -129,13 +129,18 @@ class DistributedTest : public ::testing::Test {
 };
 
 // 2 ranks x batch 4 against 1 rank x batch 8 (fp32, no dropout): the same weights after every
-// step, and the same evaluation (each rank evaluates half the clips, the counts add up).
-TEST_F(DistributedTest, TwoRanksOfBatch4TrainAsOneRankOfBatch8) {
+// step, and the same evaluation (each rank evaluates half the clips, the counts add up); with
+// the feature encoder frozen (its output cached) and trained.
+class TwoRanksTest : public DistributedTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(TwoRanksTest, OfBatch4TrainAsOneRankOfBatch8) {
   const data::Dataset dataset = Tones(8, 3);  // 16 clips: 2 steps per epoch
   auto model = [&] { return TinyModel(dataset.labels, true); };
   TrainerConfig one = Exact(BaseConfig(Dir("one")));
   one.batch_size = 8;
   one.epochs = 2;
+  one.freeze_feature_encoder_set = true;
+  one.freeze_feature_encoder = GetParam();
   RunOutput single = Train(one, model(), dataset);
   ASSERT_TRUE(single.result.ok()) << single.result.status();
 
@@ -170,6 +175,11 @@ TEST_F(DistributedTest, TwoRanksOfBatch4TrainAsOneRankOfBatch8) {
   // Only rank 0 wrote checkpoints.
   EXPECT_TRUE(CheckpointManager::FindLatestComplete(per_rank.output_dir).has_value());
 }
+
+INSTANTIATE_TEST_SUITE_P(FeatureEncoder, TwoRanksTest, ::testing::Values(true, false),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Frozen" : "Trained";
+                         });
 
 // With accumulation 2 and an epoch whose last global batch leaves rank 1 no clips at all
 // (18 clips in global batches of 4: 4 4 | 4 4 | 2, the 2 all rank 0's): the windows'
