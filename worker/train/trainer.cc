@@ -26,12 +26,14 @@
 #include "worker/model/generator.h"
 #include "worker/model/safetensors.h"
 #include "worker/train/checkpoint_manager.h"
+#include "worker/train/evaluation.h"
 #include "worker/train/feature_cache.h"
 #include "worker/train/loss_scaler.h"
 #include "worker/train/optimizer.h"
 #include "worker/train/lr_schedule.h"
 #include "worker/train/metrics.h"
 #include "worker/train/precision.h"
+#include "worker/train/run_state.h"
 
 namespace ftune::train {
 namespace {
@@ -39,7 +41,6 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-constexpr int kStateFormat = 1;
 constexpr char kOptimizerFile[] = "optimizer.pt";
 constexpr char kRngFile[] = "rng.pt";
 constexpr char kCudaRngFile[] = "rng_cuda.pt";
@@ -139,18 +140,8 @@ struct Trainer::State {
   int64_t steps_per_epoch = 0;
   int64_t total_steps = 0;
 
-  // Where the run is: the next micro-batch is batch `batch_in_epoch` of epoch `epoch`
-  // (0-based); `step` optimizer steps are done.
-  int epoch = 0;
-  int64_t batch_in_epoch = 0;
-  int64_t step = 0;
-  int64_t skipped_steps = 0;
-  bool has_best = false;
-  double best_metric = 0;
-  double best_accuracy = 0;
-  int64_t best_step = -1;
-  int evals_without_improvement = 0;
-  double last_accuracy = 0;
+  // Where the run is (its loss scale lives in `scaler` until saved).
+  RunState run;
   std::string last_checkpoint;
   std::string best_checkpoint;
   int64_t last_saved_step = -1;
@@ -215,23 +206,6 @@ struct Trainer::State {
     return model()->forward_features(padded, lengths);
   }
 
-  // A libtorch error on a batch, naming its clips. Running out of memory may pass on another
-  // worker or attempt; anything else (a shape, a value) the same clips would hit again.
-  static absl::Status ClipError(const char* doing, const data::Batch& batch,
-                                const std::vector<data::Clip>& clips, const c10::Error& e) {
-    std::string names;
-    for (int64_t i : batch.clip_indices) {
-      if (i < 0 || i >= static_cast<int64_t>(clips.size())) continue;
-      absl::StrAppend(&names, names.empty() ? "" : ", ", clips[i].path);
-    }
-    const std::string message =
-        absl::StrCat(doing, " on ", names, ": ", e.what_without_backtrace());
-    if (dynamic_cast<const c10::OutOfMemoryError*>(&e) != nullptr) {
-      return absl::ResourceExhaustedError(message);
-    }
-    return absl::InvalidArgumentError(message);
-  }
-
   // Forward and backward of one micro-batch whose loss counts `weight` of its window.
   double ForwardBackward(const data::Batch& batch, double weight, FeatureCache* features) {
     torch::Tensor logits = Logits(batch, features);
@@ -249,13 +223,13 @@ struct Trainer::State {
 
   // Unscale, check, clip, step (or skip), advance the schedule.
   StepResult OptimizerStep() {
-    const double lr = schedule->LrAt(step);
+    const double lr = schedule->LrAt(run.step);
     for (auto& group : optimizer->param_groups()) {
       static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
     }
     const StepResult result = ScaledClippedStep(*optimizer, params, scaler, config.max_grad_norm);
-    if (!result.taken) ++skipped_steps;
-    ++step;
+    if (!result.taken) ++run.skipped_steps;
+    ++run.step;
     last_lr = lr;
     last_grad_norm = result.grad_norm;
     return result;
@@ -320,7 +294,7 @@ struct Trainer::State {
   // Fractional position in the run: 1.5 = half way through epoch 2.
   double EpochPosition() const {
     return std::min<double>(config.epochs,
-                            static_cast<double>(step) / std::max<int64_t>(1, steps_per_epoch));
+                            static_cast<double>(run.step) / std::max<int64_t>(1, steps_per_epoch));
   }
 
   void EmitProgress(int epoch_1based) {
@@ -328,19 +302,19 @@ struct Trainer::State {
     ftune::v1::TrainProgress* p = event.mutable_train_progress();
     p->set_epoch(static_cast<uint32_t>(epoch_1based));
     p->set_epoch_progress(EpochPosition());
-    p->set_step(step);
+    p->set_step(run.step);
     p->set_total_steps(total_steps);
     p->set_loss(steps_since_log > 0 ? loss_since_log / steps_since_log : 0.0);
     p->set_learning_rate(last_lr);
     p->set_grad_norm(last_grad_norm);
     p->set_loss_scale(scaler.scale());
-    p->set_skipped_steps(skipped_steps);
+    p->set_skipped_steps(run.skipped_steps);
     const double window = Seconds(log_start);
     p->set_samples_per_sec(window > 0 ? samples_since_log / window : 0.0);
     const double elapsed = Seconds(run_start);
     p->set_elapsed_seconds(elapsed);
-    const int64_t done = step - steps_at_start;
-    p->set_eta_seconds(done > 0 ? elapsed / done * static_cast<double>(total_steps - step) : 0.0);
+    const int64_t done = run.step - steps_at_start;
+    p->set_eta_seconds(done > 0 ? elapsed / done * static_cast<double>(total_steps - run.step) : 0.0);
     Emit(std::move(event));
     loss_since_log = 0;
     steps_since_log = 0;
@@ -356,88 +330,52 @@ struct Trainer::State {
 
   absl::StatusOr<EvalOutcome> Evaluate(int epoch_1based) {
     const Clock::time_point start = Clock::now();
-    data::LoaderOptions lo;
-    lo.batch_size = config.batch_size;
-    lo.shuffle = false;
-    lo.seed = config.seed;
-    lo.max_seconds = config.max_seconds;
-    lo.random_crop = false;
-    lo.normalize = loaded.preprocessor.do_normalize;
-    lo.threads = config.loader_threads > 0 ? config.loader_threads : 2;
-    data::BatchLoader loader(eval_clips, cache, lo);
-    MetricsAccumulator metrics(static_cast<int>(dataset.labels.size()));
-    double loss_sum = 0;
+    EvaluationInputs in;
+    in.clips = &eval_clips;
+    in.cache = cache;
+    in.loader.batch_size = config.batch_size;
+    in.loader.seed = config.seed;
+    in.loader.max_seconds = config.max_seconds;
+    in.loader.normalize = loaded.preprocessor.do_normalize;
+    in.loader.threads = config.loader_threads > 0 ? config.loader_threads : 2;
+    in.num_labels = static_cast<int>(dataset.labels.size());
+    in.logits = [this](const data::Batch& batch) {
+      return Logits(batch, cache_eval_features ? &eval_features : nullptr).to(torch::kFloat);
+    };
+    // Ranks evaluate together to the end: a stop waits for the step after.
+    if (!collective) in.stop = [this] { return cancel->stop_requested(); };
+    in.collective = collective.get();
     model()->eval();
-    {
-      torch::NoGradGuard no_grad;
-      while (true) {
-        // Ranks evaluate together to the end: a stop waits for the step after.
-        if (!collective && cancel->stop_requested()) {
-          model()->train();
-          return EvalOutcome{.interrupted = true};
-        }
-        ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader.Next());
-        if (!batch) break;
-        torch::Tensor logits;
-        try {
-          logits = Logits(*batch, cache_eval_features ? &eval_features : nullptr).to(torch::kFloat);
-        } catch (const c10::Error& e) {
-          return ClipError("evaluating", *batch, eval_clips, e);
-        }
-        torch::Tensor labels = batch->labels.to(device);
-        loss_sum += torch::nn::functional::cross_entropy(
-                        logits, labels,
-                        torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                        .item<double>();
-        torch::Tensor predicted = logits.argmax(1).cpu();
-        torch::Tensor truth = batch->labels.cpu();
-        for (int64_t i = 0; i < truth.size(0); ++i) {
-          metrics.Add(static_cast<int>(truth[i].item<int64_t>()),
-                      static_cast<int>(predicted[i].item<int64_t>()));
-        }
-      }
-    }
+    absl::StatusOr<EvaluationPass> pass = train::Evaluate(in);
     model()->train();
-    ClassificationMetrics m = metrics.Compute();
-    if (collective) {
-      // Each rank evaluated its share of the clips: the counts add up to the whole set's.
-      std::vector<double> counts = {loss_sum};
-      counts.insert(counts.end(), m.confusion.begin(), m.confusion.end());
-      torch::Tensor t = torch::tensor(counts, torch::kDouble);
-      collective->AllReduceSum(t);
-      const double* v = t.data_ptr<double>();
-      loss_sum = v[0];
-      std::vector<uint32_t> confusion(m.confusion.size());
-      for (size_t i = 0; i < confusion.size(); ++i) {
-        confusion[i] = static_cast<uint32_t>(std::llround(v[i + 1]));
-      }
-      m = MetricsFromConfusion(std::move(confusion), static_cast<int>(dataset.labels.size()));
-    }
-    const double loss = m.num_samples > 0 ? loss_sum / m.num_samples : 0.0;
+    if (!pass.ok()) return pass.status();
+    if (pass->interrupted) return EvalOutcome{.interrupted = true};
+    const ClassificationMetrics& m = pass->metrics;
+    const double loss = pass->loss;
     double value = m.accuracy;
     if (config.metric_for_best == BestMetric::kMacroF1) value = m.macro_f1;
     if (config.metric_for_best == BestMetric::kEvalLoss) value = loss;
 
     EvalOutcome outcome;
-    outcome.is_best = !has_best || Improves(config.metric_for_best, value, best_metric, 0.0);
-    const bool improved = !has_best || Improves(config.metric_for_best, value, best_metric,
+    outcome.is_best = !run.has_best || Improves(config.metric_for_best, value, run.best_metric, 0.0);
+    const bool improved = !run.has_best || Improves(config.metric_for_best, value, run.best_metric,
                                                 config.early_stopping_threshold);
-    evals_without_improvement = improved ? 0 : evals_without_improvement + 1;
+    run.evals_without_improvement = improved ? 0 : run.evals_without_improvement + 1;
     if (outcome.is_best) {
-      has_best = true;
-      best_metric = value;
-      best_accuracy = m.accuracy;
-      best_step = step;
+      run.has_best = true;
+      run.best_metric = value;
+      run.best_accuracy = m.accuracy;
+      run.best_step = run.step;
     }
-    last_accuracy = m.accuracy;
+    run.last_accuracy = m.accuracy;
     outcome.stop_early = config.early_stopping_patience > 0 &&
-                         evals_without_improvement >= config.early_stopping_patience;
+                         run.evals_without_improvement >= config.early_stopping_patience;
 
     ftune::v1::JobEvent event;
     ftune::v1::EvalResult* r = event.mutable_eval_result();
     r->set_epoch(static_cast<uint32_t>(epoch_1based));
     r->set_epoch_progress(EpochPosition());
-    r->set_step(step);
+    r->set_step(run.step);
     r->set_loss(loss);
     r->set_accuracy(m.accuracy);
     r->set_macro_f1(m.macro_f1);
@@ -493,25 +431,10 @@ struct Trainer::State {
   }
 
   nlohmann::json TrainerStateJson() const {
-    return {
-        {"format", kStateFormat},
-        {"epoch", epoch},
-        {"batch_in_epoch", batch_in_epoch},
-        {"step", step},
-        {"total_steps", total_steps},
-        {"skipped_steps", skipped_steps},
-        {"run", RunIdentity()},
-        {"precision", ComputeDtypeName(precision.dtype)},
-        {"loss_scaler", scaler.state().ToJson()},
-        {"best",
-         {{"has_best", has_best},
-          {"metric_name", BestMetricName(config.metric_for_best)},
-          {"metric", best_metric},
-          {"accuracy", best_accuracy},
-          {"step", best_step}}},
-        {"evals_without_improvement", evals_without_improvement},
-        {"last_accuracy", last_accuracy},
-    };
+    RunState state = run;
+    state.loss_scaler = scaler.state();
+    return RunStateJson(state, {RunIdentity(), ComputeDtypeName(precision.dtype),
+                                BestMetricName(config.metric_for_best), total_steps});
   }
 
   absl::Status WriteCheckpoint(const std::string& dir) {
@@ -544,13 +467,13 @@ struct Trainer::State {
 
   absl::Status SaveCheckpoint(bool is_best) {
     if (rank != 0) return absl::OkStatus();  // rank 0 holds the same weights and writes them
-    if (last_saved_step != step) {
-      ASSIGN_OR_RETURN(last_checkpoint, checkpoints->Save(step, [this](const std::string& dir) {
+    if (last_saved_step != run.step) {
+      ASSIGN_OR_RETURN(last_checkpoint, checkpoints->Save(run.step, [this](const std::string& dir) {
         RETURN_IF_ERROR(WriteCheckpoint(dir));
         if (!options.write_checkpoint_extras) return absl::OkStatus();
-        return options.write_checkpoint_extras(dir, step, EpochPosition());
+        return options.write_checkpoint_extras(dir, run.step, EpochPosition());
       }));
-      last_saved_step = step;
+      last_saved_step = run.step;
     }
     if (is_best) {
       ASSIGN_OR_RETURN(best_checkpoint, checkpoints->MarkBest(last_checkpoint));
@@ -558,63 +481,27 @@ struct Trainer::State {
     ftune::v1::JobEvent event;
     ftune::v1::CheckpointSaved* c = event.mutable_checkpoint_saved();
     c->set_path(last_checkpoint);
-    c->set_epoch(static_cast<uint32_t>(epoch + (batch_in_epoch > 0 ? 1 : 0)));
-    c->set_step(step);
+    c->set_epoch(static_cast<uint32_t>(run.epoch + (run.batch_in_epoch > 0 ? 1 : 0)));
+    c->set_step(run.step);
     c->set_is_best(is_best);
     c->set_metric_name(BestMetricName(config.metric_for_best));
-    c->set_metric_value(best_metric);
+    c->set_metric_value(run.best_metric);
     Emit(std::move(event));
     return absl::OkStatus();
   }
 
-  // The position, counters and loss scale of a saved (or rank 0's) trainer state, after
-  // checking that it belongs to this very run. `what` names where it came from in errors,
-  // `where` the file; `resuming`: from a checkpoint, else from rank 0.
-  absl::Status ApplyTrainerState(const nlohmann::json& st, const std::string& what,
-                                 const std::string& where, bool resuming = true) {
-    try {
-      if (st.at("format").get<int>() != kStateFormat) {
-        return absl::FailedPreconditionError(
-            absl::StrCat(what, ": unsupported training_state format ", st.at("format").dump()));
-      }
-      // Checkpoints from before "run" existed kept seed, batch size, accumulation and clip
-      // count at the top level.
-      const nlohmann::json& saved_run = st.contains("run") ? st.at("run") : st;
-      const nlohmann::json identity = RunIdentity();
-      for (const auto& [key, now] : identity.items()) {
-        if (!saved_run.contains(key) || saved_run.at(key) == now) continue;
-        if (!resuming) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              what, " has ", key, " ", saved_run.at(key).dump(), ", rank ", rank, " has ",
-              now.dump(), ": every rank must run the same job on the same data"));
-        }
-        return absl::FailedPreconditionError(absl::StrCat(
-            "cannot resume from ", what, ": it was trained with ", key, " ",
-            saved_run.at(key).dump(), ", this run has ", now.dump(),
-            " (to start over, use a new output folder)"));
-      }
-      epoch = st.at("epoch").get<int>();
-      batch_in_epoch = st.at("batch_in_epoch").get<int64_t>();
-      step = st.at("step").get<int64_t>();
-      skipped_steps = st.at("skipped_steps").get<int64_t>();
-      const nlohmann::json& best = st.at("best");
-      has_best = best.at("has_best").get<bool>();
-      best_metric = best.at("metric").get<double>();
-      best_accuracy = best.at("accuracy").get<double>();
-      best_step = best.at("step").get<int64_t>();
-      evals_without_improvement = st.at("evals_without_improvement").get<int>();
-      last_accuracy = st.at("last_accuracy").get<double>();
-      ASSIGN_OR_RETURN(LossScalerState scaler_state,
-                       LossScalerState::FromJson(st.at("loss_scaler")));
-      RETURN_IF_ERROR(scaler.Restore(scaler_state));
-    } catch (const nlohmann::json::exception& e) {
-      return absl::FailedPreconditionError(absl::StrCat(where, ": ", e.what()));
+  // Continues from a saved (or rank 0's) state, once it is known to be this run's and to fit
+  // this dataset.
+  absl::Status ApplyTrainerState(const nlohmann::json& st, const RunStateSource& source) {
+    ASSIGN_OR_RETURN(RunState state, ParseRunState(st, RunIdentity(), source));
+    if (state.batch_in_epoch < 0 || state.batch_in_epoch >= batches_per_epoch ||
+        state.epoch < 0 || state.step < 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          source.name, ": position epoch ", state.epoch, " batch ", state.batch_in_epoch,
+          " does not fit this dataset (", batches_per_epoch, " batches/epoch)"));
     }
-    if (batch_in_epoch < 0 || batch_in_epoch >= batches_per_epoch || epoch < 0 || step < 0) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(what, ": position epoch ", epoch, " batch ", batch_in_epoch,
-                       " does not fit this dataset (", batches_per_epoch, " batches/epoch)"));
-    }
+    RETURN_IF_ERROR(scaler.Restore(state.loss_scaler));
+    run = state;
     return absl::OkStatus();
   }
 
@@ -622,7 +509,7 @@ struct Trainer::State {
     ASSIGN_OR_RETURN(nlohmann::json st, ReadJson(fs::path(dir) / kTrainingStateDir /
                                                  kTrainerStateFile));
     RETURN_IF_ERROR(ApplyTrainerState(
-        st, dir, absl::StrCat(dir, "/", kTrainingStateDir, "/", kTrainerStateFile)));
+        st, {dir, absl::StrCat(dir, "/", kTrainingStateDir, "/", kTrainerStateFile)}));
     ASSIGN_OR_RETURN(auto tensors,
                      model::ReadSafetensors((fs::path(dir) / "model.safetensors").string()));
     RETURN_IF_ERROR(model::LoadStateDict(model(), std::move(tensors), {}, nullptr));
@@ -648,7 +535,7 @@ struct Trainer::State {
           absl::StrCat(dir, ": cannot restore optimizer/RNG state: ", e.what_without_backtrace()));
     }
     last_checkpoint = dir;
-    last_saved_step = step;
+    last_saved_step = run.step;
     const std::string best_dir = checkpoints->best_dir();
     if (CheckpointManager::IsComplete(best_dir)) best_checkpoint = best_dir;
     return absl::OkStatus();
@@ -667,15 +554,14 @@ struct Trainer::State {
       } catch (const nlohmann::json::exception& e) {
         return absl::InternalError(absl::StrCat("rank 0's trainer state: ", e.what()));
       }
-      RETURN_IF_ERROR(ApplyTrainerState(st, "rank 0", "rank 0's trainer state",
-                                        /*resuming=*/false));
+      RETURN_IF_ERROR(ApplyTrainerState(st, {"rank 0", "rank 0's trainer state", rank}));
     }
     std::vector<torch::Tensor> tensors;
     for (const torch::Tensor& p : model()->parameters()) tensors.push_back(p.data());
     for (const torch::Tensor& b : model()->buffers()) tensors.push_back(b);
     collective->Broadcast(tensors);
     std::string moments;
-    if (rank == 0 && step > 0) {
+    if (rank == 0 && run.step > 0) {
       std::ostringstream out;
       torch::save(*optimizer, out);
       moments = out.str();
@@ -689,7 +575,7 @@ struct Trainer::State {
       std::lock_guard<std::mutex> lock(generator.mutex());
       generator.set_current_seed(data::DeriveSeed(config.seed, kRankSeedSalt,
                                                   static_cast<uint64_t>(rank),
-                                                  static_cast<uint64_t>(step)));
+                                                  static_cast<uint64_t>(run.step)));
     }
     return absl::OkStatus();
   }
@@ -700,13 +586,13 @@ struct Trainer::State {
     lo.batch_size = config.batch_size;
     lo.shuffle = true;
     lo.seed = config.seed;
-    lo.epoch = epoch;
+    lo.epoch = run.epoch;
     lo.max_seconds = config.max_seconds;
     lo.random_crop = config.max_seconds > 0;
     lo.group_by_length = config.group_by_length;
     lo.normalize = loaded.preprocessor.do_normalize;
     lo.threads = config.loader_threads > 0 ? config.loader_threads : 2;
-    lo.start_batch = batch_in_epoch;
+    lo.start_batch = run.batch_in_epoch;
     lo.shard_rank = rank;
     lo.shard_count = world_size;
     data::BatchLoader loader(dataset.train, cache, lo);
@@ -714,28 +600,28 @@ struct Trainer::State {
     FeatureCache* features = cache_train_features ? &train_features : nullptr;
     model()->train();
     const int accum = config.grad_accum;
-    while (batch_in_epoch < nb) {
+    while (run.batch_in_epoch < nb) {
       // The window of micro-batches that makes this optimizer step.
-      const int64_t window_end = std::min<int64_t>(nb, (batch_in_epoch / accum + 1) * accum);
+      const int64_t window_end = std::min<int64_t>(nb, (run.batch_in_epoch / accum + 1) * accum);
       int64_t window_samples = 0;
-      for (int64_t b = batch_in_epoch; b < window_end; ++b) window_samples += TrainBatchSize(b);
+      for (int64_t b = run.batch_in_epoch; b < window_end; ++b) window_samples += TrainBatchSize(b);
       auto next = [&]() -> absl::StatusOr<data::Batch> {
         ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader.Next());
         if (!batch) return absl::InternalError("batch loader ended before its last batch");
-        ++batch_in_epoch;
+        ++run.batch_in_epoch;
         return *std::move(batch);
       };
-      ASSIGN_OR_RETURN(Trainer::StepStats stats, Step(window_end - batch_in_epoch, window_samples,
+      ASSIGN_OR_RETURN(Trainer::StepStats stats, Step(window_end - run.batch_in_epoch, window_samples,
                                                       next, features, &dataset.train));
       loss_since_log += stats.loss;
       ++steps_since_log;
-      const bool epoch_done = batch_in_epoch == nb;
-      const int epoch_1based = epoch + 1;
+      const bool epoch_done = run.batch_in_epoch == nb;
+      const int epoch_1based = run.epoch + 1;
       if (epoch_done) {
-        ++epoch;
-        batch_in_epoch = 0;
+        ++run.epoch;
+        run.batch_in_epoch = 0;
       }
-      if (step % config.log_every_steps == 0 || step == total_steps) EmitProgress(epoch_1based);
+      if (run.step % config.log_every_steps == 0 || run.step == total_steps) EmitProgress(epoch_1based);
       ASSIGN_OR_RETURN(std::optional<TrainEnd> stop, Fenced(AfterStep(epoch_done, epoch_1based)));
       if (stop) return stop;
       if (epoch_done) break;
@@ -750,13 +636,13 @@ struct Trainer::State {
     if (StopNow() == StopReason::kLeaseLost) return TrainEnd::kLeaseLost;
     EvalOutcome eval;
     bool evaluated = false;
-    if ((config.eval_every_steps > 0 && step % config.eval_every_steps == 0) ||
+    if ((config.eval_every_steps > 0 && run.step % config.eval_every_steps == 0) ||
         (config.eval_every_steps == 0 && epoch_done)) {
       ASSIGN_OR_RETURN(eval, Evaluate(epoch_1based));
       evaluated = !eval.interrupted;
     }
     const bool scheduled_save =
-        (config.checkpoint_every_steps > 0 && step % config.checkpoint_every_steps == 0) ||
+        (config.checkpoint_every_steps > 0 && run.step % config.checkpoint_every_steps == 0) ||
         (config.checkpoint_every_steps == 0 && epoch_done);
     if (scheduled_save || (evaluated && eval.is_best)) {
       RETURN_IF_ERROR(SaveCheckpoint(evaluated && eval.is_best));
@@ -764,7 +650,7 @@ struct Trainer::State {
     if (evaluated && eval.stop_early) {
       RETURN_IF_ERROR(SaveCheckpoint(false));
       Log(ftune::v1::LOG_LEVEL_INFO,
-          absl::StrCat("early stopping: ", evals_without_improvement,
+          absl::StrCat("early stopping: ", run.evals_without_improvement,
                        " evaluations without improvement of ",
                        BestMetricName(config.metric_for_best)));
       return TrainEnd::kEarlyStopped;
@@ -982,22 +868,22 @@ absl::StatusOr<TrainResult> Trainer::Run() {
         RETURN_IF_ERROR(s.Restore(*latest));
         result.resumed = true;
         s.Log(ftune::v1::LOG_LEVEL_INFO,
-              absl::StrCat("resumed from ", *latest, " (epoch ", s.epoch + 1, ", batch ",
-                           s.batch_in_epoch, ", step ", s.step, ")"));
+              absl::StrCat("resumed from ", *latest, " (epoch ", s.run.epoch + 1, ", batch ",
+                           s.run.batch_in_epoch, ", step ", s.run.step, ")"));
       }
     }
     if (s.collective) RETURN_IF_ERROR(s.SyncFromRankZero());
-    result.resumed = result.resumed || s.step > 0;
-    s.steps_at_start = s.step;
+    result.resumed = result.resumed || s.run.step > 0;
+    s.steps_at_start = s.run.step;
     TrainEnd end = TrainEnd::kCompleted;
-    while (s.epoch < s.config.epochs) {
+    while (s.run.epoch < s.config.epochs) {
       ASSIGN_OR_RETURN(std::optional<TrainEnd> stop, s.TrainEpoch());
       if (stop) {
         end = *stop;
         break;
       }
     }
-    if (end == TrainEnd::kCompleted && s.last_saved_step != s.step) {
+    if (end == TrainEnd::kCompleted && s.last_saved_step != s.run.step) {
       if (absl::Status saved = s.SaveCheckpoint(false); !saved.ok()) {
         if (s.cancel->reason() != StopReason::kLeaseLost) return saved;
         end = TrainEnd::kLeaseLost;
@@ -1016,15 +902,15 @@ absl::StatusOr<TrainResult> Trainer::Run() {
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("training: ", e.what()));
   }
-  result.steps = s.step;
+  result.steps = s.run.step;
   result.total_steps = s.total_steps;
-  result.skipped_steps = s.skipped_steps;
+  result.skipped_steps = s.run.skipped_steps;
   result.best_checkpoint = s.best_checkpoint;
   result.last_checkpoint = s.last_checkpoint;
   result.best_metric_name = BestMetricName(s.config.metric_for_best);
-  result.best_metric = s.best_metric;
-  result.best_accuracy = s.best_accuracy;
-  result.last_accuracy = s.last_accuracy;
+  result.best_metric = s.run.best_metric;
+  result.best_accuracy = s.run.best_accuracy;
+  result.last_accuracy = s.run.last_accuracy;
   result.seconds = Seconds(s.run_start);
   return result;
 }
