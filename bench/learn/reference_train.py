@@ -4,7 +4,10 @@ classification head, started from the same weights (an HF folder from `ftworker 
 trained with the plain loop a user would write (AdamW with transformers' weight-decay groups,
 linear warmup then linear decay, gradient clipping, per-clip normalisation, padded batches
 with their lengths), on the manifest's train split, evaluated on its eval split after every
-epoch. Prints one JSON object per epoch, then a summary object.
+epoch. Prints one JSON object per epoch (with its training and evaluation seconds), then a
+summary object. With --precision bf16 it trains under bf16 autocast as Hugging Face Trainer's
+bf16=True does (layer_norm and group_norm upcast, as torch 1.13 lacks); bench/train/epoch.py
+times it that way against ftune on a real corpus.
 
   reference_train.py --manifest M.csv --init DIR --epochs 8 --batch-size 8 \\
       --learning-rate 1e-3 --warmup-ratio 0.1 --seed 1
@@ -21,8 +24,13 @@ import wave
 import numpy
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "support"))
+_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+sys.path.insert(0, os.path.join(_ROOT, "tests", "support"))
+sys.path.insert(0, os.path.join(_ROOT, "bench", "train"))
 from torchaudio_hubert import classify, load_hf_folder, named_parameters  # noqa: E402
+from peer_train import upcast_norms_under_autocast  # noqa: E402
+
+MEGABATCH_BATCHES = 50  # worker/data/batch_loader.cc, as Hugging Face's group_by_length
 
 
 def read_wav(path):
@@ -73,6 +81,16 @@ def ftune_order(n, seed, epoch):
     return order
 
 
+def group_by_length(clips, batch_size, order):
+    """ftune's (and Hugging Face's) group_by_length: the shuffled order cut into megabatches of
+    50 batches, each sorted longest first (stable)."""
+    mega = batch_size * MEGABATCH_BATCHES
+    grouped = []
+    for start in range(0, len(order), mega):
+        grouped += sorted(order[start:start + mega], key=lambda i: -len(clips[i][0]))
+    return grouped
+
+
 def batches(clips, batch_size, order):
     for start in range(0, len(order), batch_size):
         members = [clips[i] for i in order[start:start + batch_size]]
@@ -94,13 +112,14 @@ def lr_factor(step, warmup, total, schedule):
     return max(0.0, (total - step) / decay)
 
 
-def evaluate(model, head, clips, batch_size):
+def evaluate(model, head, clips, batch_size, autocast):
     model.eval()
     head.eval()
     loss, correct = 0.0, 0
     with torch.no_grad():
         for audio, lengths, labels in batches(clips, batch_size, list(range(len(clips)))):
-            logits = classify(model, head, audio, lengths)
+            with autocast():
+                logits = classify(model, head, audio, lengths).float()
             loss += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()
             correct += (logits.argmax(1) == labels).sum().item()
     model.train()
@@ -124,10 +143,17 @@ def main():
     p.add_argument("--order", default="ftune", choices=["ftune", "torch"],
                    help="clip order per epoch: ftune's (the same batches as an ftune run with this "
                         "seed) or torch.randperm's")
+    p.add_argument("--group-by-length", action="store_true")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--threads", type=int, default=os.cpu_count())
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
+    if a.precision == "bf16":
+        upcast_norms_under_autocast()
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16")
 
     model, head, config = load_hf_folder(a.init)
     labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
@@ -156,9 +182,13 @@ def main():
             order = ftune_order(len(data["train"]), a.seed, epoch - 1)
         else:
             order = torch.randperm(len(data["train"]), generator=shuffle).tolist()
+        if a.group_by_length:
+            order = group_by_length(data["train"], a.batch_size, order)
+        epoch_start = time.perf_counter()
         for audio, lengths, labels_batch in batches(data["train"], a.batch_size, order):
             opt.zero_grad()
-            logits = classify(model, head, audio, lengths)
+            with autocast():
+                logits = classify(model, head, audio, lengths).float()
             loss = torch.nn.functional.cross_entropy(logits, labels_batch)
             loss.backward()
             if a.max_grad_norm > 0:
@@ -167,10 +197,14 @@ def main():
             sched.step()
             losses.append(loss.item())
             correct += (logits.argmax(1) == labels_batch).sum().item()
-        eval_loss, eval_accuracy = evaluate(model, head, data["eval"], a.batch_size)
+        train_seconds = time.perf_counter() - epoch_start
+        eval_start = time.perf_counter()
+        eval_loss, eval_accuracy = evaluate(model, head, data["eval"], a.batch_size, autocast)
         print(json.dumps({"epoch": epoch, "train_loss": sum(losses) / len(losses),
                           "train_accuracy": correct / len(data["train"]),
-                          "eval_loss": eval_loss, "eval_accuracy": eval_accuracy}), flush=True)
+                          "eval_loss": eval_loss, "eval_accuracy": eval_accuracy,
+                          "train_seconds": train_seconds,
+                          "eval_seconds": time.perf_counter() - eval_start}), flush=True)
     print(json.dumps({"summary": True, "seconds": time.perf_counter() - start,
                       "train_clips": len(data["train"]), "eval_clips": len(data["eval"])}))
 
