@@ -32,8 +32,9 @@ BINARIES = ["ftcontroller", "ftworker", "ftserve", "ftctl"]
 BUILD_TOOLS = {"cmake", "g++", "make", "pkg-config", "protobuf-compiler",
                "protobuf-compiler-grpc"}
 TEST_ONLY_DEV = {"libgtest-dev", "libgmock-dev", "libclang-rt-14-dev"}  # the last: scripts/fuzz
-# In the CUDA image libtorch comes from the official zip.
-NOT_FOR_CUDA = {"libtorch-dev"}
+# The CUDA image builds against the official libtorch: Debian's libtorch, and the system Gloo
+# headers it is built with, do not belong there (libtorch carries its own Gloo).
+NOT_FOR_CUDA = {"libtorch-dev", "libgloo-dev"}
 
 
 # --- Dockerfile parsing -------------------------------------------------------------------
