@@ -82,38 +82,34 @@ def main():
     subprocess.run(["rm", "-rf", init], check=True)
     subprocess.run([a.ftworker, "init-model", "--model", a.model, "--labels", ",".join(EMOTIONS),
                     "--seed", "1", "--output-dir", init], check=True, stdout=subprocess.DEVNULL)
-    rows = {}
+    print(f"{a.model}, demo corpus of {a.actors} actors (actors {a.actors - 1} and {a.actors} "
+          f"held out), batch {a.batch_size}, {a.threads} threads, bf16; seconds per epoch "
+          "(training + evaluation)", flush=True)
     for group in (False, True):
         name = "group_by_length on" if group else "group_by_length off"
         epochs, wall = ftune_epochs(a, manifest, init, group, os.path.join(a.work, "ftune-run"))
-        peer = peer_epoch(a, manifest, init, group) if a.peer else None
-        rows[name] = (epochs, wall, peer)
-
-    print(f"{a.model}, demo corpus of {a.actors} actors (actors {a.actors - 1} and {a.actors} "
-          f"held out), batch {a.batch_size}, {a.threads} threads, bf16; seconds per epoch "
-          "(training + evaluation)")
-    for name, (epochs, wall, peer) in rows.items():
         e1 = epochs[0]
         later = epochs[1] if len(epochs) > 1 else None
         line = f"{name:>20}: ftune epoch 1 {e1[0]:.0f} + {e1[1]:.0f}"
         if later:
             line += f", epoch 2 {later[0]:.0f} + {later[1]:.0f}"
+        print(line, flush=True)
+        peer = peer_epoch(a, manifest, init, group) if a.peer else None
         if peer:
-            line += (f"; peer {peer[0]:.0f} + {peer[1]:.0f} (every epoch); "
-                     f"ftune/peer speed {peer[0] / e1[0]:.2f}x epoch 1")
+            line = (f"{'':>20}  peer {peer[0]:.0f} + {peer[1]:.0f} (every epoch); ftune/peer "
+                    f"speed {peer[0] / e1[0]:.2f}x epoch 1")
             if later:
                 line += f", {peer[0] / later[0]:.2f}x epochs 2+"
-        print(line)
+            print(line, flush=True)
         if later:
-            # The time between the ftune run's epochs beyond training and evaluation: saving
-            # checkpoints; a third epoch adds one more of each.
+            # The time between the ftune run's epochs beyond training and evaluation: loading
+            # the data and model, saving checkpoints; a third epoch adds one more of each.
             other = max(0.0, wall - sum(t + e for t, e in epochs))
             three = wall + later[0] + later[1] + other / len(epochs)
             line = f"{'':>20}  3 epochs: ftune {three / 60:.1f} min"
             if peer:
-                line += f", peer {3 * (peer[0] + peer[1]) / 60:.1f} min"
-            print(line)
-
+                line += f", peer {3 * (peer[0] + peer[1]) / 60:.1f} min (training and evaluation)"
+            print(line, flush=True)
 
 if __name__ == "__main__":
     main()
