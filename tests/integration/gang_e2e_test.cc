@@ -25,6 +25,7 @@
 #include "absl/strings/str_split.h"
 #include "ftune/v1/job_service.pb.h"
 #include "tests/support/process.h"
+#include "tests/support/wav.h"
 
 namespace ftune {
 namespace {
@@ -37,34 +38,16 @@ using testing::MakeTempDir;
 using testing::RunCommand;
 using testing::RunResult;
 
-// A 16-bit mono WAV of a sine tone with a little noise.
+// A 16 kHz mono WAV of a sine tone with a little noise.
 void WriteTone(const std::string& path, double hz, double seconds, unsigned seed) {
   const int rate = 16000;
-  const int n = static_cast<int>(rate * seconds);
   std::mt19937 rng(seed);
   std::normal_distribution<double> noise(0, 0.01);
-  std::vector<int16_t> pcm(n);
-  for (int i = 0; i < n; ++i) {
-    const double x = 0.4 * std::sin(2 * M_PI * hz * i / rate) + noise(rng);
-    pcm[i] = static_cast<int16_t>(std::lround(std::clamp(x, -1.0, 1.0) * 32767));
+  std::vector<float> samples(static_cast<size_t>(rate * seconds));
+  for (size_t i = 0; i < samples.size(); ++i) {
+    samples[i] = static_cast<float>(0.4 * std::sin(2 * M_PI * hz * i / rate) + noise(rng));
   }
-  std::ofstream out(path, std::ios::binary);
-  auto u32 = [&](uint32_t v) { out.write(reinterpret_cast<const char*>(&v), 4); };
-  auto u16 = [&](uint16_t v) { out.write(reinterpret_cast<const char*>(&v), 2); };
-  const uint32_t bytes = static_cast<uint32_t>(n * 2);
-  out.write("RIFF", 4);
-  u32(36 + bytes);
-  out.write("WAVEfmt ", 8);
-  u32(16);
-  u16(1);  // PCM
-  u16(1);  // mono
-  u32(rate);
-  u32(rate * 2);
-  u16(2);
-  u16(16);
-  out.write("data", 4);
-  u32(bytes);
-  out.write(reinterpret_cast<const char*>(pcm.data()), bytes);
+  std::ofstream(path, std::ios::binary) << testing::EncodeWav(samples, rate);
 }
 
 // A loopback TCP port free right now (the kernel's pick), for rank 0's rendezvous.

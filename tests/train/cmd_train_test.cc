@@ -79,11 +79,23 @@ TEST(CmdTrainTest, SpecFileAndBadFlags) {
   EXPECT_TRUE(lines.back().contains("error"));
 }
 
-std::vector<std::string> ToneTrainArgs(const std::string& data, const std::string& out,
-                                       int epochs) {
-  return {BinaryPath("ftworker"), "train", "--dataset", data, "--layout", "folders", "--model",
-          "tiny", "--epochs", std::to_string(epochs), "--batch-size", "2", "--learning-rate",
-          "1e-3", "--precision", "fp32", "--threads", "1", "--output-dir", out, "--json"};
+// A tone dataset and the `ftworker train` command line that trains it as 2 local CPU ranks.
+struct TwoRankRun {
+  std::string data, out;
+  std::vector<std::string> args;
+};
+
+TwoRankRun TwoCpuRanks(int train_per_class, int eval_per_class, int epochs) {
+  TwoRankRun run{MakeTempDir("data"), MakeTempDir("out"), {}};
+  testing::ToneSetOptions tones;
+  tones.train_per_class = train_per_class;
+  tones.eval_per_class = eval_per_class;
+  testing::MakeToneDataset(run.data, tones);
+  run.args = {BinaryPath("ftworker"), "train", "--dataset", run.data, "--layout", "folders",
+              "--model", "tiny", "--epochs", std::to_string(epochs), "--batch-size", "2",
+              "--learning-rate", "1e-3", "--precision", "fp32", "--threads", "1",
+              "--output-dir", run.out, "--json", "--world-size", "2", "--devices", "cpu,cpu"};
+  return run;
 }
 
 // The pid of the process started by `parent` whose command line holds `arg`, arg_next.
@@ -109,15 +121,8 @@ std::optional<pid_t> ChildWithArgs(pid_t parent, const std::string& arg,
 // --world-size 2 on one machine: two rank processes, one stream of events (rank 0's) and one
 // summary on stdout.
 TEST(CmdTrainTest, WorldSizeTwoRunsLocalRanksAsOneStream) {
-  const std::string data = MakeTempDir("data");
-  const std::string out = MakeTempDir("out");
-  testing::ToneSetOptions tones;
-  tones.train_per_class = 6;
-  tones.eval_per_class = 2;
-  testing::MakeToneDataset(data, tones);
-  std::vector<std::string> args = ToneTrainArgs(data, out, 2);
-  for (const char* extra : {"--world-size", "2", "--devices", "cpu,cpu"}) args.push_back(extra);
-  auto run = RunCommand(args, absl::Minutes(3));
+  const TwoRankRun two = TwoCpuRanks(6, 2, 2);
+  auto run = RunCommand(two.args, absl::Minutes(3));
   ASSERT_TRUE(run.ok()) << run.status();
   EXPECT_EQ(run->exit_code, 0) << run->out;
   std::vector<nlohmann::json> lines = JsonLines(run->out);  // any stray line fails to parse
@@ -136,9 +141,9 @@ TEST(CmdTrainTest, WorldSizeTwoRunsLocalRanksAsOneStream) {
   EXPECT_EQ(evals, 2);
   EXPECT_EQ(lines.back()["state"], "SUCCEEDED") << lines.back().dump();
 
-  auto mismatch = RunCommand({BinaryPath("ftworker"), "train", "--dataset", data, "--layout",
+  auto mismatch = RunCommand({BinaryPath("ftworker"), "train", "--dataset", two.data, "--layout",
                               "folders", "--model", "tiny", "--world-size", "2", "--devices",
-                              "cpu", "--output-dir", out},
+                              "cpu", "--output-dir", two.out},
                              absl::Minutes(1));
   ASSERT_TRUE(mismatch.ok());
   EXPECT_EQ(mismatch->exit_code, 2);
@@ -147,15 +152,8 @@ TEST(CmdTrainTest, WorldSizeTwoRunsLocalRanksAsOneStream) {
 // A rank killed with -9 mid-run ends the run: the other rank's collective fails (no rank
 // stays blocked) and the launcher exits with an error.
 TEST(CmdTrainTest, ARankKilledMidRunEndsTheRun) {
-  const std::string data = MakeTempDir("data");
-  const std::string out = MakeTempDir("out");
-  testing::ToneSetOptions tones;
-  tones.train_per_class = 8;
-  tones.eval_per_class = 1;
-  testing::MakeToneDataset(data, tones);
-  std::vector<std::string> args = ToneTrainArgs(data, out, 200);
-  for (const char* extra : {"--world-size", "2", "--devices", "cpu,cpu"}) args.push_back(extra);
-  auto launcher = ftune::testing::ChildProcess::Start(args);
+  const TwoRankRun two = TwoCpuRanks(8, 1, 200);
+  auto launcher = ftune::testing::ChildProcess::Start(two.args);
   ASSERT_TRUE(launcher.ok()) << launcher.status();
   // Training has started once progress is printed.
   bool training = false;
