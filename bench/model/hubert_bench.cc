@@ -52,8 +52,10 @@ int main(int argc, char** argv) {
   bool no_reference = false;
   std::string script = FTUNE_HUBERT_REFERENCE_BENCH;
   app.add_option("--threads", threads, "intra-op threads for both implementations");
-  app.add_option("--iters-b1", iters_b1, "timed iterations at batch 1 (after one warm-up)");
-  app.add_option("--iters-b8", iters_b8, "timed iterations at batch 8 (after one warm-up)");
+  app.add_option("--iters-b1", iters_b1, "timed iterations at batch 1 (after one warm-up)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--iters-b8", iters_b8, "timed iterations at batch 8 (after one warm-up)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--reference-script", script, "torchaudio peer script");
   app.add_flag("--no-reference", no_reference, "skip the torchaudio peer");
   CLI11_PARSE(app, argc, argv);

@@ -11,6 +11,9 @@ import os
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "model"))
+from matrix_floor import peak_gflops, report  # noqa: E402
+
 
 def run_json(cmd):
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -59,6 +62,14 @@ def main():
               f"(epochs 2+: {per_sec(reused) / per_sec(peer):.2f}x); "
               f"from means: {ours['samples_per_sec'] / peer['samples_per_sec']:.2f}x "
               f"({reused['samples_per_sec'] / peer['samples_per_sec']:.2f}x)")
+    # The bound on any such ratio: the step's matrix products alone at this host's bf16 GEMM
+    # rate, measured now.
+    gflops = peak_gflops(a.threads)
+    for mode, r in (("train", ours), ("train-cached", reused)):
+        floor_ms, table = report(a.model, a.batch_size * a.grad_accum, a.seconds, mode, gflops)
+        print(table)
+        print(f"  ftune at {floor_ms / r['step_ms_median']:.0%} of it; no implementation of these "
+              f"products beats the bf16 peer by more than {peers['bf16']['step_ms_median'] / floor_ms:.2f}x")
     return 0
 
 

@@ -74,6 +74,7 @@ def main():
     p.add_argument("--epochs", type=int, default=2, help="ftune epochs timed (2: epoch 1 and one of 2+)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--peer", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--group-by-length", choices=("off", "on", "both"), default="both")
     a = p.parse_args()
 
     manifest = make_corpus(os.path.join(a.work, f"demo{a.actors}"), a.actors, {a.actors - 1, a.actors})
@@ -85,7 +86,8 @@ def main():
     print(f"{a.model}, demo corpus of {a.actors} actors (actors {a.actors - 1} and {a.actors} "
           f"held out), batch {a.batch_size}, {a.threads} threads, bf16; seconds per epoch "
           "(training + evaluation)", flush=True)
-    for group in (False, True):
+    groups = {"off": (False,), "on": (True,), "both": (False, True)}[a.group_by_length]
+    for group in groups:
         name = "group_by_length on" if group else "group_by_length off"
         epochs, wall = ftune_epochs(a, manifest, init, group, os.path.join(a.work, "ftune-run"))
         e1 = epochs[0]

@@ -255,6 +255,45 @@ HubertForSequenceClassification EvalModelWithHeadGain(const HubertConfig& config
   return model;
 }
 
+// The feature encoder's GEMM form equals its conv1d form for group-norm and layer-norm (with
+// conv bias) encoders; under bf16 autocast a frozen encoder takes the GEMM form even with
+// autograd on, and a trainable one the conv1d form.
+TEST_F(ModelTest, FeatureEncoderGemmFormEqualsConvForm) {
+  HubertConfig layer_norm = *PresetConfig("tiny");
+  layer_norm.feat_extract_norm = "layer";
+  layer_norm.conv_bias = true;
+  for (HubertConfig config : {SmallGroupNormConfig(), layer_norm}) {
+    if (config.id2label.empty()) config.id2label = kLabels;
+    SCOPED_TRACE(config.feat_extract_norm);
+    torch::manual_seed(4);
+    HubertForSequenceClassification model(config);
+    HubertFeatureEncoder& encoder = model->hubert->feature_extractor;
+    {
+      model->to(torch::kDouble);
+      torch::Tensor x = torch::randn({2, 6000}, torch::kDouble);
+      torch::Tensor conv_form = model->extract_features(x);
+      ASSERT_TRUE(conv_form.requires_grad());
+      torch::Tensor gemm_form = encoder->forward_time_major(x, torch::kDouble);
+      ASSERT_EQ(gemm_form.sizes(), conv_form.sizes());
+      EXPECT_TRUE(torch::allclose(gemm_form, conv_form.detach(), 1e-9, 1e-9));
+      model->to(torch::kFloat);
+    }
+
+    torch::Tensor x = torch::randn({2, 6000});
+    AutocastGuard autocast(torch::Device(torch::kCPU), torch::kBFloat16);
+    torch::Tensor trainable = model->extract_features(x);
+    EXPECT_TRUE(trainable.requires_grad());
+    model->freeze_feature_encoder();
+    torch::Tensor frozen = model->extract_features(x);
+    EXPECT_FALSE(frozen.requires_grad());
+    torch::Tensor gemm_form = encoder->forward_time_major(x, torch::kBFloat16);
+    EXPECT_TRUE(torch::equal(frozen, gemm_form));
+    const double scale = trainable.abs().max().item<double>();
+    EXPECT_LT((frozen.to(torch::kFloat) - trainable.detach().to(torch::kFloat)).abs().max().item<double>(),
+              0.05 * scale);
+  }
+}
+
 // bf16 autocast on CPU: every layer runs, and logits stay within 5% of the largest fp32 logit
 // (bf16 keeps 8 mantissa bits).
 TEST_F(ModelTest, Bf16AutocastCloseToFp32) {

@@ -76,6 +76,15 @@ AutocastGuard::~AutocastGuard() {
   }
 }
 
+std::optional<at::ScalarType> ActiveAutocastDtype(const torch::Device& device) {
+  if (device.is_cuda()) {
+    if (at::autocast::is_enabled()) return at::autocast::get_autocast_gpu_dtype();
+  } else if (device.is_cpu() && at::autocast::is_cpu_enabled()) {
+    return at::autocast::get_autocast_cpu_dtype();
+  }
+  return std::nullopt;
+}
+
 void SetIntraOpThreads(int threads) {
   at::set_num_threads(threads > 0 ? threads
                                   : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));

@@ -1,6 +1,7 @@
 // Device strings and mixed-precision scopes for the model.
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include <torch/torch.h>
@@ -29,6 +30,9 @@ class AutocastGuard {
   bool previous_enabled_ = false;
   at::ScalarType previous_dtype_ = at::kFloat;
 };
+
+// The dtype autocast computes in on `device`'s type when it is enabled there.
+std::optional<at::ScalarType> ActiveAutocastDtype(const torch::Device& device);
 
 // Sets libtorch's intra-op threads for the calling thread (OpenMP counts are per thread, and
 // Debian's libtorch starts with one): `threads`, or every core when it is 0.

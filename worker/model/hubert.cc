@@ -3,8 +3,10 @@
 #include <cmath>
 #include <limits>
 
+#include "worker/model/device.h"
 #include "worker/model/dropout.h"
 #include "worker/model/generator.h"
+#include "worker/model/time_major_conv.h"
 
 namespace ftune::model {
 namespace {
@@ -96,6 +98,30 @@ torch::Tensor HubertConvLayerImpl::forward(const torch::Tensor& x) {
   return Activate(activation, h);
 }
 
+torch::Tensor HubertConvLayerImpl::GemmWeight(at::ScalarType dtype) {
+  const torch::Tensor& weight = conv->weight;
+  if (!gemm_weight_.defined() || gemm_weight_.scalar_type() != dtype || gemm_source_ != weight.data_ptr() ||
+      gemm_source_version_ != weight._version()) {
+    gemm_weight_ = ConvGemmWeight(weight.detach().to(dtype));
+    gemm_source_ = weight.data_ptr();
+    gemm_source_version_ = weight._version();
+  }
+  return gemm_weight_;
+}
+
+torch::Tensor HubertConvLayerImpl::forward_time_major(const torch::Tensor& x, at::ScalarType dtype) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor bias = conv->options.bias() ? conv->bias.to(dtype) : torch::Tensor();
+  torch::Tensor h = StridedConvTimeMajor(x.to(dtype), GemmWeight(dtype), bias,
+                                         conv->options.kernel_size()->at(0), conv->options.stride()->at(0));
+  if (group_norm) {
+    ChannelNormTimeMajor_(h, group_norm->weight, group_norm->bias, group_norm->options.eps());
+  } else if (layer_norm) {
+    h = Norm(layer_norm, h).to(dtype);
+  }
+  return Activate(activation, h);
+}
+
 HubertFeatureEncoderImpl::HubertFeatureEncoderImpl(const HubertConfig& c) {
   conv_layers = register_module("conv_layers", torch::nn::ModuleList());
   for (size_t i = 0; i < c.conv_dim.size(); ++i) {
@@ -105,8 +131,24 @@ HubertFeatureEncoderImpl::HubertFeatureEncoderImpl(const HubertConfig& c) {
 }
 
 torch::Tensor HubertFeatureEncoderImpl::forward(const torch::Tensor& input_values) {
+  bool needs_graph = torch::GradMode::is_enabled() && input_values.requires_grad();
+  if (torch::GradMode::is_enabled()) {
+    for (const torch::Tensor& p : parameters()) needs_graph = needs_graph || p.requires_grad();
+  }
+  const at::ScalarType dtype =
+      ActiveAutocastDtype(input_values.device()).value_or(layers.front()->conv->weight.scalar_type());
+  if (!needs_graph && GemmConvolutionsPay(input_values.device(), dtype)) {
+    return forward_time_major(input_values, dtype);
+  }
   torch::Tensor h = input_values.unsqueeze(1);
   for (auto& layer : layers) h = layer->forward(h);
+  return h.transpose(1, 2);
+}
+
+torch::Tensor HubertFeatureEncoderImpl::forward_time_major(const torch::Tensor& input_values,
+                                                           at::ScalarType dtype) {
+  torch::Tensor h = input_values.unsqueeze(2);  // one input channel
+  for (auto& layer : layers) h = layer->forward_time_major(h, dtype);
   return h;
 }
 
@@ -126,8 +168,8 @@ torch::Tensor HubertFeatureProjectionImpl::forward(const torch::Tensor& features
 
 // ---- Positional convolution ----------------------------------------------------------------
 
-WeightNormConv1dImpl::WeightNormConv1dImpl(int channels, int kernel, int groups_in)
-    : padding(kernel / 2), groups(groups_in) {
+WeightNormConv1dImpl::WeightNormConv1dImpl(int channels, int kernel_in, int groups_in)
+    : kernel(kernel_in), padding(kernel_in / 2), groups(groups_in) {
   weight_g = register_parameter("weight_g", torch::ones({1, 1, kernel}));
   weight_v = register_parameter("weight_v", torch::empty({channels, channels / groups, kernel}));
   bias = register_parameter("bias", torch::zeros({channels}));
@@ -139,14 +181,27 @@ void WeightNormConv1dImpl::Fold(torch::Dtype dtype) {
   torch::NoGradGuard no_grad;
   folded_weight = weight().to(dtype);
   folded_bias = bias.to(dtype);
+  folded_gemm_weight = GemmConvolutionsPay(folded_weight.device(), dtype)
+                           ? GroupedConvGemmWeight(folded_weight, groups)
+                           : torch::Tensor();
 }
 
-torch::Tensor WeightNormConv1dImpl::forward(const torch::Tensor& x) {
-  if (folded_weight.defined()) {
-    return torch::conv1d(x.to(folded_weight.scalar_type()), folded_weight, folded_bias,
-                         /*stride=*/1, padding, /*dilation=*/1, groups);
+torch::Tensor WeightNormConv1dImpl::forward(const torch::Tensor& x, int64_t rows) {
+  if (folded_gemm_weight.defined()) {
+    return GroupedConvTimeMajorGemm(x, folded_gemm_weight, folded_bias, padding, rows);
   }
-  return torch::conv1d(x, weight(), bias, /*stride=*/1, padding, /*dilation=*/1, groups);
+  const at::ScalarType dtype = folded_weight.defined()
+                                   ? folded_weight.scalar_type()
+                                   : ActiveAutocastDtype(x.device()).value_or(weight_v.scalar_type());
+  if (!folded_weight.defined() && GemmConvolutionsPay(x.device(), dtype)) {
+    return GroupedConvTimeMajor(x, weight(), bias, groups, padding, rows);
+  }
+  auto conv = [&](const torch::Tensor& in, const torch::Tensor& w, const torch::Tensor& b) {
+    torch::Tensor y = torch::conv1d(in.transpose(1, 2), w, b, /*stride=*/1, padding, /*dilation=*/1, groups);
+    return y.slice(2, 0, rows).transpose(1, 2);
+  };
+  if (folded_weight.defined()) return conv(x.to(folded_weight.scalar_type()), folded_weight, folded_bias);
+  return conv(x, weight(), bias);
 }
 
 HubertPositionalConvEmbeddingImpl::HubertPositionalConvEmbeddingImpl(const HubertConfig& c)
@@ -156,9 +211,9 @@ HubertPositionalConvEmbeddingImpl::HubertPositionalConvEmbeddingImpl(const Huber
 }
 
 torch::Tensor HubertPositionalConvEmbeddingImpl::forward(const torch::Tensor& hidden) {
-  torch::Tensor h = conv->forward(hidden.transpose(1, 2));
-  if (num_pad_remove > 0) h = h.slice(2, 0, h.size(2) - num_pad_remove);
-  return Activate(activation, h).transpose(1, 2);
+  // The frame HubertSamePadLayer drops (even kernels) is never computed.
+  const int64_t rows = hidden.size(1) + 2 * conv->padding - conv->kernel + 1 - num_pad_remove;
+  return Activate(activation, conv->forward(hidden, rows));
 }
 
 // ---- Transformer ---------------------------------------------------------------------------
@@ -325,7 +380,7 @@ torch::Tensor HubertForSequenceClassificationImpl::extract_features(const torch:
   TORCH_CHECK(input_values.dim() == 2, "input_values must be [batch, samples], got ", input_values.sizes());
   TORCH_CHECK(input_values.size(1) >= config_.conv_kernel[0] && num_frames(input_values.size(1)) > 0,
               "input of ", input_values.size(1), " samples is too short for one frame");
-  return hubert->feature_extractor->forward(input_values).transpose(1, 2);
+  return hubert->feature_extractor->forward(input_values);
 }
 
 torch::Tensor HubertForSequenceClassificationImpl::ComputeMask(int64_t batch, int64_t length,

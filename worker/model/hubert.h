@@ -23,17 +23,32 @@ namespace ftune::model {
 struct HubertConvLayerImpl : torch::nn::Module {
   HubertConvLayerImpl(const HubertConfig& config, int layer_id);
   torch::Tensor forward(const torch::Tensor& x);  // [B, C_in, T] -> [B, C_out, T']
+  // Without autograd, time-major and in `dtype`: [B, T, C_in] -> [B, T', C_out]
+  // (worker/model/time_major_conv.h).
+  torch::Tensor forward_time_major(const torch::Tensor& x, at::ScalarType dtype);
 
   torch::nn::Conv1d conv{nullptr};
   torch::nn::GroupNorm group_norm{nullptr};
   torch::nn::LayerNorm layer_norm{nullptr};
   std::string activation;
+
+ private:
+  // The conv weight in GEMM layout at `dtype`, rebuilt when the weight changes.
+  torch::Tensor GemmWeight(at::ScalarType dtype);
+  torch::Tensor gemm_weight_;
+  const void* gemm_source_ = nullptr;
+  uint32_t gemm_source_version_ = 0;
 };
 TORCH_MODULE(HubertConvLayer);
 
+// When autograd needs nothing from it (a frozen encoder, or serving) and GEMMs pay
+// (GemmConvolutionsPay: bf16 on CPU), the encoder runs time-major as GEMMs; otherwise as
+// torch::conv1d layers.
 struct HubertFeatureEncoderImpl : torch::nn::Module {
   explicit HubertFeatureEncoderImpl(const HubertConfig& config);
-  torch::Tensor forward(const torch::Tensor& input_values);  // [B, T] -> [B, C, frames]
+  torch::Tensor forward(const torch::Tensor& input_values);  // [B, T] -> [B, frames, C]
+  // The GEMM form, without autograd, computing in `dtype`.
+  torch::Tensor forward_time_major(const torch::Tensor& input_values, at::ScalarType dtype);
 
   torch::nn::ModuleList conv_layers;
   std::vector<HubertConvLayer> layers;  // the same modules, typed
@@ -50,18 +65,22 @@ struct HubertFeatureProjectionImpl : torch::nn::Module {
 };
 TORCH_MODULE(HubertFeatureProjection);
 
-// Conv1d with weight normalisation over dim 2 (weight = g * v / ||v||, the norm taken over
-// dims 0 and 1), stored as weight_g [1, 1, K] and weight_v [H, H/groups, K].
+// Grouped conv1d with weight normalisation over dim 2 (weight = g * v / ||v||, the norm taken
+// over dims 0 and 1), stored as weight_g [1, 1, K] and weight_v [H, H/groups, K]. Runs on
+// time-major activations as batched GEMMs where they pay (worker/model/time_major_conv.h),
+// otherwise as torch::conv1d.
 struct WeightNormConv1dImpl : torch::nn::Module {
   WeightNormConv1dImpl(int channels, int kernel, int groups);
-  torch::Tensor forward(const torch::Tensor& x);
+  // x [B, T, H] padded by K/2 frames at the start -> [B, rows, H].
+  torch::Tensor forward(const torch::Tensor& x, int64_t rows);
   torch::Tensor weight() const;
   // Inference: computes the weight once, at `dtype`, and uses it from then on.
   void Fold(torch::Dtype dtype);
 
   torch::Tensor weight_g, weight_v, bias;
-  int padding, groups;
+  int kernel, padding, groups;
   torch::Tensor folded_weight, folded_bias;  // set by Fold
+  torch::Tensor folded_gemm_weight;          // and in GEMM layout when GEMMs pay
 };
 TORCH_MODULE(WeightNormConv1d);
 
