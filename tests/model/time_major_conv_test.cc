@@ -49,10 +49,9 @@ TEST_P(GroupedConvTest, MatchesConv1dForwardAndBackward) {
       EXPECT_TRUE(torch::allclose(grads[i], expected_grads[i], 1e-11, 1e-11));
     }
 
-    // The inference form with a prepared weight gives the same output.
+    // Without autograd (serving), the same output.
     torch::NoGradGuard no_grad;
-    torch::Tensor served = GroupedConvTimeMajorGemm(x, GroupedConvGemmWeight(w, c.groups), b,
-                                                    c.kernel / 2, c.frames, block_bytes);
+    torch::Tensor served = GroupedConvTimeMajor(x, w, b, c.groups, c.kernel / 2, c.frames, block_bytes);
     EXPECT_TRUE(torch::allclose(served, expected, 1e-12, 1e-12));
   }
 }

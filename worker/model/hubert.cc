@@ -181,27 +181,17 @@ void WeightNormConv1dImpl::Fold(torch::Dtype dtype) {
   torch::NoGradGuard no_grad;
   folded_weight = weight().to(dtype);
   folded_bias = bias.to(dtype);
-  folded_gemm_weight = GemmConvolutionsPay(folded_weight.device(), dtype)
-                           ? GroupedConvGemmWeight(folded_weight, groups)
-                           : torch::Tensor();
 }
 
 torch::Tensor WeightNormConv1dImpl::forward(const torch::Tensor& x, int64_t rows) {
-  if (folded_gemm_weight.defined()) {
-    return GroupedConvTimeMajorGemm(x, folded_gemm_weight, folded_bias, padding, rows);
-  }
-  const at::ScalarType dtype = folded_weight.defined()
-                                   ? folded_weight.scalar_type()
-                                   : ActiveAutocastDtype(x.device()).value_or(weight_v.scalar_type());
-  if (!folded_weight.defined() && GemmConvolutionsPay(x.device(), dtype)) {
-    return GroupedConvTimeMajor(x, weight(), bias, groups, padding, rows);
-  }
-  auto conv = [&](const torch::Tensor& in, const torch::Tensor& w, const torch::Tensor& b) {
-    torch::Tensor y = torch::conv1d(in.transpose(1, 2), w, b, /*stride=*/1, padding, /*dilation=*/1, groups);
-    return y.slice(2, 0, rows).transpose(1, 2);
-  };
-  if (folded_weight.defined()) return conv(x.to(folded_weight.scalar_type()), folded_weight, folded_bias);
-  return conv(x, weight(), bias);
+  const bool folded = folded_weight.defined();
+  const torch::Tensor in = folded ? x.to(folded_weight.scalar_type()) : x;
+  const torch::Tensor w = folded ? folded_weight : weight();
+  const torch::Tensor b = folded ? folded_bias : bias;
+  const at::ScalarType dtype = ActiveAutocastDtype(in.device()).value_or(w.scalar_type());
+  if (GemmConvolutionsPay(in.device(), dtype)) return GroupedConvTimeMajor(in, w, b, groups, padding, rows);
+  torch::Tensor y = torch::conv1d(in.transpose(1, 2), w, b, /*stride=*/1, padding, /*dilation=*/1, groups);
+  return y.slice(2, 0, rows).transpose(1, 2);
 }
 
 HubertPositionalConvEmbeddingImpl::HubertPositionalConvEmbeddingImpl(const HubertConfig& c)

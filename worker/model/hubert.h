@@ -80,7 +80,6 @@ struct WeightNormConv1dImpl : torch::nn::Module {
   torch::Tensor weight_g, weight_v, bias;
   int kernel, padding, groups;
   torch::Tensor folded_weight, folded_bias;  // set by Fold
-  torch::Tensor folded_gemm_weight;          // and in GEMM layout when GEMMs pay
 };
 TORCH_MODULE(WeightNormConv1d);
 

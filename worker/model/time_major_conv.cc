@@ -36,66 +36,77 @@ std::vector<Block> PlanBlocks(int64_t batch, int64_t rows, int64_t row_bytes, in
   return blocks;
 }
 
-// x [B, T, C] -> [g, B, frames, C/g]: x's frames at [left_pad, left_pad + T), zeros elsewhere
-// (x's tail is cut when it would pass `frames`).
-torch::Tensor PadGroupMajor(const torch::Tensor& x, int64_t groups, int64_t left_pad, int64_t frames) {
+// x [B, T, C] -> [g, B, C/g, frames]: x's frames at [left_pad, left_pad + T), zeros elsewhere
+// (x's tail is cut when it would pass `frames`). Channel-major, so that a channel's K taps
+// are contiguous and the windows match the conv weight's [C_out, C_in/g, K] layout.
+torch::Tensor PadChannelMajor(const torch::Tensor& x, int64_t groups, int64_t left_pad, int64_t frames) {
   const int64_t batch = x.size(0), channels = x.size(2) / groups;
-  torch::Tensor padded = torch::zeros({groups, batch, frames, channels}, x.options());
+  torch::Tensor padded = torch::zeros({groups, batch, channels, frames}, x.options());
   const int64_t kept = std::min(x.size(1), frames - left_pad);
   if (kept > 0) {
-    padded.narrow(2, left_pad, kept)
-        .copy_(x.narrow(1, 0, kept).reshape({batch, kept, groups, channels}).permute({2, 0, 1, 3}));
+    padded.narrow(3, left_pad, kept)
+        .copy_(x.narrow(1, 0, kept).reshape({batch, kept, groups, channels}).permute({2, 0, 3, 1}));
   }
   return padded;
 }
 
-// Group `group`'s windows of `kernel` frames in the block as GEMM rows:
-// [clips * rows, kernel * C/g]. Each window is one contiguous run of the group-major input, so
-// this is a single strided copy.
+// Group `group`'s windows of `kernel` frames in the block as GEMM rows ordered (channel, tap):
+// [clips * rows, C/g * kernel], one strided copy of the channel-major input.
 torch::Tensor Im2Col(const torch::Tensor& padded, int64_t group, int64_t kernel, const Block& block) {
-  const int64_t batch = padded.size(1), frames = padded.size(2), channels = padded.size(3);
+  const int64_t batch = padded.size(1), channels = padded.size(2), frames = padded.size(3);
   return padded
-      .as_strided({block.clips, block.rows, kernel * channels}, {frames * channels, channels, 1},
-                  padded.storage_offset() + ((group * batch + block.clip) * frames + block.row) * channels)
+      .as_strided({block.clips, block.rows, channels, kernel}, {channels * frames, 1, frames, 1},
+                  padded.storage_offset() + (group * batch + block.clip) * channels * frames + block.row)
       .contiguous()
-      .view({block.clips * block.rows, kernel * channels});
+      .view({block.clips * block.rows, channels * kernel});
 }
 
-// y[b, t] = sum_k xp[b, t + k] W_k for t < rows, group by group and block by block: an im2col
-// block of a few MB stays in cache for its GEMM, where one of all groups (100+ MB for a batch
-// of 3 s clips) costs more to write than the GEMM takes.
-torch::Tensor Correlate(const torch::Tensor& x, const torch::Tensor& gemm_weight, int64_t left_pad,
-                        int64_t rows, int64_t block_bytes) {
-  const int64_t groups = gemm_weight.size(0), out_channels = gemm_weight.size(2);
-  TORCH_CHECK(x.dim() == 3 && x.size(2) % groups == 0, "grouped conv: input ", x.sizes(),
-              " does not split into ", groups, " groups");
-  const int64_t in_channels = x.size(2) / groups;
-  TORCH_CHECK(gemm_weight.size(1) % in_channels == 0, "grouped conv: weight ", gemm_weight.sizes(),
-              " does not match ", in_channels, " channels per group");
-  const int64_t kernel = gemm_weight.size(1) / in_channels, batch = x.size(0);
-  TORCH_CHECK(rows > 0 && left_pad >= 0, "grouped conv: needs rows > 0 and left_pad >= 0");
+// Group g of a conv weight [C_out, C_in/g, K] as a [C_out/g, C_in/g * K] matrix (a view).
+torch::Tensor GroupWeight(const torch::Tensor& weight, int64_t groups, int64_t group) {
+  const int64_t out_channels = weight.size(0) / groups;
+  return weight.narrow(0, group * out_channels, out_channels).reshape({out_channels, -1});
+}
 
-  const torch::Tensor padded = PadGroupMajor(x.contiguous(), groups, left_pad, rows + kernel - 1);
+// y[b, t] = sum_k W_k xp[b, t + k] for t < rows, with the conv weight [C_out, C_in/g, K], group
+// by group and block by block: an im2col block of a few MB stays in cache for its GEMM, where
+// one of all groups (100+ MB for a batch of 3 s clips) costs more to write than the GEMM takes.
+torch::Tensor Correlate(const torch::Tensor& x, const torch::Tensor& weight, int64_t groups,
+                        int64_t left_pad, int64_t rows, int64_t block_bytes) {
+  const int64_t kernel = weight.size(2), in_channels = weight.size(1), out_channels = weight.size(0) / groups;
+  const int64_t batch = x.size(0);
+  const torch::Tensor w = weight.contiguous();
+  const torch::Tensor padded = PadChannelMajor(x.contiguous(), groups, left_pad, rows + kernel - 1);
   torch::Tensor y = torch::empty({batch, rows, groups, out_channels}, x.options());
-  const int64_t row_bytes = gemm_weight.size(1) * x.element_size();
+  const int64_t row_bytes = in_channels * kernel * x.element_size();
   for (const Block& block : PlanBlocks(batch, rows, row_bytes, block_bytes)) {
     torch::Tensor y_block = y.narrow(0, block.clip, block.clips).narrow(1, block.row, block.rows);
     for (int64_t g = 0; g < groups; ++g) {
-      const torch::Tensor out = torch::mm(Im2Col(padded, g, kernel, block), gemm_weight[g]);
+      const torch::Tensor out = torch::mm(Im2Col(padded, g, kernel, block), GroupWeight(w, groups, g).t());
       y_block.select(2, g).copy_(out.view({block.clips, block.rows, out_channels}));
     }
   }
   return y.view({batch, rows, groups * out_channels});
 }
 
-// The input gradient's GEMM weight: taps reversed, in/out channels swapped,
-// [g, K * C_out/g, C_in/g].
-torch::Tensor FlippedTransposedGemmWeight(const torch::Tensor& weight, int64_t groups) {
+// The input gradient is a correlation of the output gradient with this weight: taps
+// reversed, in and out channels swapped within each group.
+torch::Tensor InputGradientWeight(const torch::Tensor& weight, int64_t groups) {
   const int64_t out_channels = weight.size(0) / groups, in_channels = weight.size(1), kernel = weight.size(2);
   return weight.view({groups, out_channels, in_channels, kernel})
       .flip({3})
-      .permute({0, 3, 1, 2})
-      .reshape({groups, kernel * out_channels, in_channels});
+      .transpose(1, 2)
+      .reshape({groups * in_channels, out_channels, kernel});
+}
+
+void CheckShapes(const torch::Tensor& x, const torch::Tensor& weight, int64_t groups, int64_t left_pad,
+                 int64_t rows) {
+  TORCH_CHECK(x.dim() == 3 && weight.dim() == 3 && groups > 0 && weight.size(0) % groups == 0 &&
+                  x.size(2) == weight.size(1) * groups,
+              "grouped conv: input ", x.sizes(), " and weight ", weight.sizes(), " with ", groups,
+              " groups do not match");
+  TORCH_CHECK(left_pad >= 0 && left_pad < weight.size(2), "grouped conv: left_pad ", left_pad,
+              " outside [0, kernel)");
+  TORCH_CHECK(rows > 0, "grouped conv: needs rows > 0");
 }
 
 class GroupedConvFunction : public torch::autograd::Function<GroupedConvFunction> {
@@ -110,7 +121,7 @@ class GroupedConvFunction : public torch::autograd::Function<GroupedConvFunction
     ctx->saved_data["left_pad"] = left_pad;
     ctx->saved_data["rows"] = rows;
     ctx->saved_data["block_bytes"] = block_bytes;
-    torch::Tensor y = Correlate(x, GroupedConvGemmWeight(weight, groups), left_pad, rows, block_bytes);
+    torch::Tensor y = Correlate(x, weight, groups, left_pad, rows, block_bytes);
     return bias.defined() ? y.add_(bias) : y;
   }
 
@@ -130,31 +141,31 @@ class GroupedConvFunction : public torch::autograd::Function<GroupedConvFunction
 
     torch::Tensor grad_x, grad_weight, grad_bias;
     if (ctx->needs_input_grad(0)) {
-      grad_x = Correlate(grad, FlippedTransposedGemmWeight(weight, groups), kernel - 1 - left_pad,
-                         x.size(1), block_bytes);
+      grad_x = Correlate(grad, InputGradientWeight(weight, groups), groups, kernel - 1 - left_pad, x.size(1),
+                         block_bytes);
     }
     if (ctx->needs_input_grad(1)) {
-      const torch::Tensor padded = PadGroupMajor(x.contiguous(), groups, left_pad, rows + kernel - 1);
+      // dW_g = grad_g^T @ im2col_g, summed over blocks (in float32 when the dtype is reduced).
+      const torch::Tensor padded = PadChannelMajor(x.contiguous(), groups, left_pad, rows + kernel - 1);
       const torch::Tensor grad_groups = grad.view({batch, rows, groups, out_channels});
-      const std::vector<Block> blocks = PlanBlocks(batch, rows, kernel * in_channels * x.element_size(), block_bytes);
-      // Blocks' partial sums accumulate in float32 when the compute dtype is reduced.
+      const std::vector<Block> blocks =
+          PlanBlocks(batch, rows, in_channels * kernel * x.element_size(), block_bytes);
       const bool reduced = x.scalar_type() == torch::kBFloat16 || x.scalar_type() == torch::kHalf;
-      torch::Tensor sum = torch::empty({groups, kernel * in_channels, out_channels},
-                                       x.options().dtype(reduced && blocks.size() > 1 ? torch::kFloat : x.scalar_type()));
+      torch::Tensor sum = torch::empty(
+          weight.sizes(), x.options().dtype(reduced && blocks.size() > 1 ? torch::kFloat : x.scalar_type()));
       for (size_t i = 0; i < blocks.size(); ++i) {
         const Block& block = blocks[i];
-        const torch::Tensor grad_block = grad_groups.narrow(0, block.clip, block.clips).narrow(1, block.row, block.rows);
+        const torch::Tensor grad_block =
+            grad_groups.narrow(0, block.clip, block.clips).narrow(1, block.row, block.rows);
         for (int64_t g = 0; g < groups; ++g) {
           const torch::Tensor part =
-              torch::mm(Im2Col(padded, g, kernel, block).t(),
-                        grad_block.select(2, g).reshape({block.clips * block.rows, out_channels}));
-          i == 0 ? sum[g].copy_(part) : sum[g].add_(part);
+              torch::mm(grad_block.select(2, g).reshape({block.clips * block.rows, out_channels}).t(),
+                        Im2Col(padded, g, kernel, block));
+          torch::Tensor target = GroupWeight(sum, groups, g);
+          i == 0 ? target.copy_(part) : target.add_(part);
         }
       }
-      grad_weight = sum.view({groups, kernel, in_channels, out_channels})
-                        .permute({0, 3, 2, 1})
-                        .reshape({groups * out_channels, in_channels, kernel})
-                        .to(weight.scalar_type());
+      grad_weight = sum.to(weight.scalar_type());
     }
     if (ctx->needs_input_grad(2)) grad_bias = grad.sum(torch::IntArrayRef{0, 1});
     return {grad_x, grad_weight, grad_bias, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
@@ -301,7 +312,10 @@ bool GemmConvolutionsPay(const torch::Device& device, at::ScalarType dtype) {
   return device.is_cpu() && dtype == torch::kBFloat16;
 }
 
-torch::Tensor ConvGemmWeight(const torch::Tensor& weight) { return GroupedConvGemmWeight(weight, 1)[0]; }
+torch::Tensor ConvGemmWeight(const torch::Tensor& weight) {
+  TORCH_CHECK(weight.dim() == 3, "conv weight must be [C_out, C_in, K], got ", weight.sizes());
+  return weight.permute({2, 1, 0}).reshape({weight.size(2) * weight.size(1), weight.size(0)});
+}
 
 torch::Tensor StridedConvTimeMajor(const torch::Tensor& x, const torch::Tensor& gemm_weight,
                                    const torch::Tensor& bias, int64_t kernel, int64_t stride) {
@@ -353,37 +367,16 @@ void ChannelNormTimeMajor_(torch::Tensor& x, const torch::Tensor& gamma, const t
   }
 }
 
-torch::Tensor GroupedConvGemmWeight(const torch::Tensor& weight, int64_t groups) {
-  TORCH_CHECK(weight.dim() == 3 && weight.size(0) % groups == 0, "grouped conv: weight ",
-              weight.sizes(), " does not split into ", groups, " groups");
-  const int64_t out_channels = weight.size(0) / groups, in_channels = weight.size(1), kernel = weight.size(2);
-  return weight.view({groups, out_channels, in_channels, kernel})
-      .permute({0, 3, 2, 1})
-      .reshape({groups, kernel * in_channels, out_channels});
-}
-
 torch::Tensor GroupedConvTimeMajor(const torch::Tensor& x, const torch::Tensor& weight,
                                    const torch::Tensor& bias, int64_t groups, int64_t left_pad,
                                    int64_t rows, int64_t block_bytes) {
-  TORCH_CHECK(x.dim() == 3 && weight.dim() == 3 && x.size(2) == weight.size(1) * groups,
-              "grouped conv: input ", x.sizes(), " and weight ", weight.sizes(), " with ", groups,
-              " groups do not match");
-  TORCH_CHECK(left_pad >= 0 && left_pad < weight.size(2), "grouped conv: left_pad ", left_pad,
-              " outside [0, kernel)");
+  CheckShapes(x, weight, groups, left_pad, rows);
   const at::ScalarType dtype =
       ActiveAutocastDtype(x.device()).value_or(at::promote_types(x.scalar_type(), weight.scalar_type()));
   auto cast = [dtype](const torch::Tensor& t) {
     return t.defined() && t.scalar_type() != dtype ? t.to(dtype) : t;
   };
   return GroupedConvFunction::apply(cast(x), cast(weight), cast(bias), groups, left_pad, rows, block_bytes);
-}
-
-torch::Tensor GroupedConvTimeMajorGemm(const torch::Tensor& x, const torch::Tensor& gemm_weight,
-                                       const torch::Tensor& bias, int64_t left_pad, int64_t rows,
-                                       int64_t block_bytes) {
-  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
-  torch::Tensor y = Correlate(x.to(gemm_weight.scalar_type()), gemm_weight, left_pad, rows, block_bytes);
-  return bias.defined() ? y.add_(bias.to(y.scalar_type())) : y;
 }
 
 }  // namespace ftune::model

@@ -5,12 +5,11 @@
 // the norms and activations between layers run on contiguous rows.
 //
 // The positional convolution (768 channels, 16 groups, kernel 128): oneDNN runs that grouped
-// convolution at a third of this CPU's GEMM rate, and its backward
-// slower still. Here each group's windows are copied out as rows of K * C/g values
-// (im2col) and multiplied by the group's [K * C/g, C/g] weight matrix.
-// The input gradient is the same correlation of the output gradient with the flipped,
-// transposed kernel; the weight gradient is im2col^T @ grad. The activations stay time-major,
-// so the transposes around torch::conv1d go too.
+// convolution at a third of this CPU's GEMM rate, and its backward slower still. Here each
+// group's windows are copied out as rows of C/g * K values (im2col, channel-major so that the
+// conv weight is the GEMM matrix as it lies) and multiplied by the group's weight. The input
+// gradient is the same correlation of the output gradient with the flipped, transposed
+// kernel; the weight gradient is grad^T @ im2col.
 #pragma once
 
 #include <cstdint>
@@ -42,20 +41,13 @@ bool GemmConvolutionsPay(const torch::Device& device, at::ScalarType dtype);
 // in cache for its GEMM.
 inline constexpr int64_t kGroupedConvBlockBytes = int64_t{8} << 20;
 
-// Conv weight [C_out, C_in/g, K] -> per-group GEMM matrix [g, K * C_in/g, C_out/g].
-torch::Tensor GroupedConvGemmWeight(const torch::Tensor& weight, int64_t groups);
-
 // y[b, t] = bias + sum_k xp[b, t + k] W_k, xp = x zero-padded by `left_pad` frames at the
 // start (and as needed at the end); x [B, T, C] -> y [B, rows, C_out]. Differentiable with
 // respect to x, weight [C_out, C/g, K] and bias [C_out]. Under autocast it computes in the
 // autocast dtype (the casts are part of the graph), otherwise in x's and weight's common type.
+// Without autograd it is the inference form too.
 torch::Tensor GroupedConvTimeMajor(const torch::Tensor& x, const torch::Tensor& weight,
                                    const torch::Tensor& bias, int64_t groups, int64_t left_pad,
                                    int64_t rows, int64_t block_bytes = kGroupedConvBlockBytes);
-
-// The forward pass alone, with a weight already in GEMM layout and x in its dtype (inference).
-torch::Tensor GroupedConvTimeMajorGemm(const torch::Tensor& x, const torch::Tensor& gemm_weight,
-                                       const torch::Tensor& bias, int64_t left_pad, int64_t rows,
-                                       int64_t block_bytes = kGroupedConvBlockBytes);
 
 }  // namespace ftune::model
