@@ -286,8 +286,19 @@ TEST_F(ModelTest, FeatureEncoderGemmFormEqualsConvForm) {
     model->freeze_feature_encoder();
     torch::Tensor frozen = model->extract_features(x);
     EXPECT_FALSE(frozen.requires_grad());
+    // Bit for bit the GEMM form, so the frozen encoder took it (conv1d rounds differently).
     torch::Tensor gemm_form = encoder->forward_time_major(x, torch::kBFloat16);
     EXPECT_TRUE(torch::equal(frozen, gemm_form));
+    EXPECT_FALSE(torch::equal(frozen.to(torch::kFloat), trainable.detach().to(torch::kFloat)));
+
+    // The cached GEMM weight follows an in-place update of the frozen weight.
+    {
+      torch::NoGradGuard no_grad;
+      encoder->layers[1]->conv->weight.mul_(-1);
+    }
+    torch::Tensor updated = model->extract_features(x);
+    EXPECT_TRUE(torch::equal(updated, encoder->forward_time_major(x, torch::kBFloat16)));
+    EXPECT_FALSE(torch::equal(updated, frozen));
     const double scale = trainable.abs().max().item<double>();
     EXPECT_LT((frozen.to(torch::kFloat) - trainable.detach().to(torch::kFloat)).abs().max().item<double>(),
               0.05 * scale);

@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "worker/model/device.h"
 
 namespace ftune::model {
@@ -13,32 +15,42 @@ namespace {
 
 struct Case {
   int64_t batch, frames, channels, groups, kernel;
+  int64_t left_pad = -1, rows = -1;  // -1: the positional conv's K/2 and `frames`
+  int64_t pad() const { return left_pad < 0 ? kernel / 2 : left_pad; }
+  int64_t out_rows() const { return rows < 0 ? frames : rows; }
 };
 
-// The reference: conv1d on [B, C, T] with padding K/2, the surplus frame of an even kernel
-// dropped, back to [B, T, C].
+// The reference: conv1d on [B, C, T] zero-padded by `pad()` frames at the start and as needed
+// at the end, cut to `out_rows()`, back to [B, T, C].
 torch::Tensor Reference(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b,
                         const Case& c) {
-  torch::Tensor y = torch::conv1d(x.transpose(1, 2), w, b, 1, c.kernel / 2, 1, c.groups);
-  return y.slice(2, 0, x.size(1)).transpose(1, 2);
+  const int64_t right = std::max<int64_t>(0, c.out_rows() + c.kernel - 1 - c.frames - c.pad());
+  torch::Tensor padded = torch::constant_pad_nd(x.transpose(1, 2), {c.pad(), right});
+  torch::Tensor y = torch::conv1d(padded, w, b, 1, torch::IntArrayRef{0}, 1, c.groups);
+  return y.slice(2, 0, c.out_rows()).transpose(1, 2);
 }
 
 class GroupedConvTest : public ::testing::TestWithParam<int64_t> {};
 
 TEST_P(GroupedConvTest, MatchesConv1dForwardAndBackward) {
   const int64_t block_bytes = GetParam();
-  for (const Case& c : {Case{3, 11, 12, 3, 8}, Case{2, 7, 8, 2, 5}, Case{1, 4, 6, 1, 6}}) {
+  // Even and odd kernels at the positional conv's padding; a left pad and row count of their own.
+  for (Case c : {Case{3, 11, 12, 3, 8}, Case{2, 7, 8, 2, 5}, Case{1, 4, 6, 1, 6}, Case{3, 9, 8, 2, 4}}) {
+    if (c.batch == 3 && c.kernel == 4) {
+      c.left_pad = 1;
+      c.rows = 6;
+    }
     SCOPED_TRACE(testing::Message() << "kernel " << c.kernel << " frames " << c.frames);
     torch::manual_seed(7);
     auto options = torch::TensorOptions().dtype(torch::kDouble).requires_grad(true);
     torch::Tensor x = torch::randn({c.batch, c.frames, c.channels}, options);
     torch::Tensor w = torch::randn({c.channels, c.channels / c.groups, c.kernel}, options);
     torch::Tensor b = torch::randn({c.channels}, options);
-    torch::Tensor upstream = torch::randn({c.batch, c.frames, c.channels}, torch::kDouble);
+    torch::Tensor upstream = torch::randn({c.batch, c.out_rows(), c.channels}, torch::kDouble);
 
     torch::Tensor expected = Reference(x, w, b, c);
     auto expected_grads = torch::autograd::grad({expected}, {x, w, b}, {upstream});
-    torch::Tensor y = GroupedConvTimeMajor(x, w, b, c.groups, c.kernel / 2, c.frames, block_bytes);
+    torch::Tensor y = GroupedConvTimeMajor(x, w, b, c.groups, c.pad(), c.out_rows(), block_bytes);
     auto grads = torch::autograd::grad({y}, {x, w, b}, {upstream});
 
     ASSERT_EQ(y.sizes(), expected.sizes());
@@ -51,14 +63,15 @@ TEST_P(GroupedConvTest, MatchesConv1dForwardAndBackward) {
 
     // Without autograd (serving), the same output.
     torch::NoGradGuard no_grad;
-    torch::Tensor served = GroupedConvTimeMajor(x, w, b, c.groups, c.kernel / 2, c.frames, block_bytes);
+    torch::Tensor served = GroupedConvTimeMajor(x, w, b, c.groups, c.pad(), c.out_rows(), block_bytes);
     EXPECT_TRUE(torch::allclose(served, expected, 1e-12, 1e-12));
   }
 }
 
-// One block for everything; one clip per block; blocks of a few rows (clips split); one row each.
+// One block for everything; two clips per block and a remainder (the first case: 256 bytes a
+// row, 11 rows a clip); one clip per block; blocks of a few rows (clips split); one row each.
 INSTANTIATE_TEST_SUITE_P(Blocks, GroupedConvTest,
-                         ::testing::Values(kGroupedConvBlockBytes, 2816, 600, 1));
+                         ::testing::Values(kGroupedConvBlockBytes, 5632, 2816, 600, 1));
 
 TEST(GroupedConvAutocastTest, ComputesInBf16AndReturnsFloatGradients) {
   const Case c{2, 30, 32, 4, 16};
@@ -101,7 +114,8 @@ TEST(StridedConvTest, MatchesConv1d) {
   for (const Layer& l : {Layer{1, 8, 10, 5, false}, Layer{6, 5, 3, 2, true}, Layer{4, 4, 2, 2, false}}) {
     SCOPED_TRACE(testing::Message() << "kernel " << l.kernel << " stride " << l.stride);
     torch::manual_seed(5);
-    torch::Tensor x = torch::randn({3, 41, l.in}, torch::kDouble);
+    // A view into a larger tensor: the windows start at its storage offset.
+    torch::Tensor x = torch::randn({4, 41, l.in}, torch::kDouble).narrow(0, 1, 3);
     torch::Tensor w = torch::randn({l.out, l.in, l.kernel}, torch::kDouble);
     torch::Tensor b = l.bias ? torch::randn({l.out}, torch::kDouble) : torch::Tensor();
     torch::Tensor expected = torch::conv1d(x.transpose(1, 2), w, b, l.stride).transpose(1, 2);

@@ -64,6 +64,17 @@ TEST(FusedAdamWTest, MatchesLibtorchAdamWOverSteps) {
   EXPECT_FALSE(torch::allclose(fused.big, MakeParams(0).big, 0, 1e-4));
 }
 
+// The raw-pointer update counts as an in-place one: caches keyed on the version counter (the
+// feature encoder's GEMM weights) see it.
+TEST(FusedAdamWTest, StepBumpsTheVersionOfUpdatedParameters) {
+  Params params = MakeParams(0);
+  FusedAdamW optimizer(params.Groups(kOptions), kOptions);
+  SetGradients(params, 0, 1.0);
+  const uint32_t before = params.big._version();
+  optimizer.step();
+  EXPECT_GT(params.big._version(), before);
+}
+
 TEST(FusedAdamWTest, GradScaleEqualsPreScaledGradients) {
   Params scaled = MakeParams(1), reference = MakeParams(1);
   FusedAdamW scaled_opt(scaled.Groups(kOptions), kOptions);

@@ -98,12 +98,15 @@ torch::Tensor HubertConvLayerImpl::forward(const torch::Tensor& x) {
   return Activate(activation, h);
 }
 
-torch::Tensor HubertConvLayerImpl::GemmWeight(at::ScalarType dtype) {
+torch::Tensor HubertConvLayerImpl::gemm_weight(at::ScalarType dtype) {
   const torch::Tensor& weight = conv->weight;
-  if (!gemm_weight_.defined() || gemm_weight_.scalar_type() != dtype || gemm_source_ != weight.data_ptr() ||
-      gemm_source_version_ != weight._version()) {
+  // A trainable weight changes every step: build it afresh (a few ms) rather than trust a key.
+  if (weight.requires_grad()) return ConvGemmWeight(weight.detach().to(dtype));
+  // The source is held, so its address cannot be reused by another tensor while cached.
+  if (!gemm_weight_.defined() || gemm_weight_.scalar_type() != dtype || !gemm_source_.defined() ||
+      gemm_source_.data_ptr() != weight.data_ptr() || gemm_source_version_ != weight._version()) {
     gemm_weight_ = ConvGemmWeight(weight.detach().to(dtype));
-    gemm_source_ = weight.data_ptr();
+    gemm_source_ = weight.detach();
     gemm_source_version_ = weight._version();
   }
   return gemm_weight_;
@@ -112,7 +115,7 @@ torch::Tensor HubertConvLayerImpl::GemmWeight(at::ScalarType dtype) {
 torch::Tensor HubertConvLayerImpl::forward_time_major(const torch::Tensor& x, at::ScalarType dtype) {
   torch::NoGradGuard no_grad;
   const torch::Tensor bias = conv->options.bias() ? conv->bias.to(dtype) : torch::Tensor();
-  torch::Tensor h = StridedConvTimeMajor(x.to(dtype), GemmWeight(dtype), bias,
+  torch::Tensor h = StridedConvTimeMajor(x.to(dtype), gemm_weight(dtype), bias,
                                          conv->options.kernel_size()->at(0), conv->options.stride()->at(0));
   if (group_norm) {
     ChannelNormTimeMajor_(h, group_norm->weight, group_norm->bias, group_norm->options.eps());
@@ -481,6 +484,9 @@ void HubertForSequenceClassificationImpl::prepare_for_inference(torch::Dtype dty
     } else if (auto* positional = module->as<WeightNormConv1d>()) {
       positional->Fold(dtype);
     }
+  }
+  for (auto& layer : hubert->feature_extractor->layers) {
+    if (GemmConvolutionsPay(layer->conv->weight.device(), dtype)) layer->gemm_weight(dtype);
   }
 }
 

@@ -27,16 +27,17 @@ struct HubertConvLayerImpl : torch::nn::Module {
   // (worker/model/time_major_conv.h).
   torch::Tensor forward_time_major(const torch::Tensor& x, at::ScalarType dtype);
 
+  // The conv weight in GEMM layout at `dtype`; for a frozen weight cached, and rebuilt when
+  // the weight changes (its storage or version counter).
+  torch::Tensor gemm_weight(at::ScalarType dtype);
+
   torch::nn::Conv1d conv{nullptr};
   torch::nn::GroupNorm group_norm{nullptr};
   torch::nn::LayerNorm layer_norm{nullptr};
   std::string activation;
 
  private:
-  // The conv weight in GEMM layout at `dtype`, rebuilt when the weight changes.
-  torch::Tensor GemmWeight(at::ScalarType dtype);
-  torch::Tensor gemm_weight_;
-  const void* gemm_source_ = nullptr;
+  torch::Tensor gemm_weight_, gemm_source_;
   uint32_t gemm_source_version_ = 0;
 };
 TORCH_MODULE(HubertConvLayer);
@@ -182,8 +183,9 @@ class HubertForSequenceClassificationImpl : public torch::nn::Module {
 
   // For serving at a reduced `dtype` (bf16 or fp16) under autocast: the weights and biases of
   // every linear layer and convolution are converted once (autocast would cast them on every
-  // forward pass, to the same values), and the positional convolution's weight norm is
-  // folded. Norms keep fp32. The model is for inference only afterwards.
+  // forward pass, to the same values), the positional convolution's weight norm is folded and
+  // the feature encoder's GEMM weights are built (so concurrent forward passes only read
+  // them). Norms keep fp32. The model is for inference only afterwards.
   void prepare_for_inference(torch::Dtype dtype);
 
   const HubertConfig& config() const { return config_; }

@@ -21,8 +21,9 @@ struct Block {
 };
 
 std::vector<Block> PlanBlocks(int64_t batch, int64_t rows, int64_t row_bytes, int64_t block_bytes) {
-  const int64_t rows_per_block = std::max<int64_t>(1, block_bytes / row_bytes);
   std::vector<Block> blocks;
+  if (batch == 0 || rows == 0) return blocks;
+  const int64_t rows_per_block = std::max<int64_t>(1, block_bytes / row_bytes);
   if (rows <= rows_per_block) {
     const int64_t clips = std::max<int64_t>(1, rows_per_block / rows);
     for (int64_t b = 0; b < batch; b += clips) blocks.push_back({b, std::min(clips, batch - b), 0, rows});
@@ -92,7 +93,7 @@ torch::Tensor Correlate(const torch::Tensor& x, const torch::Tensor& weight, int
 // reversed, in and out channels swapped within each group.
 torch::Tensor InputGradientWeight(const torch::Tensor& weight, int64_t groups) {
   const int64_t out_channels = weight.size(0) / groups, in_channels = weight.size(1), kernel = weight.size(2);
-  return weight.view({groups, out_channels, in_channels, kernel})
+  return weight.reshape({groups, out_channels, in_channels, kernel})
       .flip({3})
       .transpose(1, 2)
       .reshape({groups * in_channels, out_channels, kernel});
@@ -145,13 +146,14 @@ class GroupedConvFunction : public torch::autograd::Function<GroupedConvFunction
                          block_bytes);
     }
     if (ctx->needs_input_grad(1)) {
-      // dW_g = grad_g^T @ im2col_g, summed over blocks (in float32 when the dtype is reduced).
+      // dW_g = grad_g^T @ im2col_g, summed over blocks; with a reduced dtype each block's
+      // product is rounded to it and the sum kept in float32.
       const torch::Tensor padded = PadChannelMajor(x.contiguous(), groups, left_pad, rows + kernel - 1);
       const torch::Tensor grad_groups = grad.view({batch, rows, groups, out_channels});
       const std::vector<Block> blocks =
           PlanBlocks(batch, rows, in_channels * kernel * x.element_size(), block_bytes);
       const bool reduced = x.scalar_type() == torch::kBFloat16 || x.scalar_type() == torch::kHalf;
-      torch::Tensor sum = torch::empty(
+      torch::Tensor sum = torch::zeros(
           weight.sizes(), x.options().dtype(reduced && blocks.size() > 1 ? torch::kFloat : x.scalar_type()));
       for (size_t i = 0; i < blocks.size(); ++i) {
         const Block& block = blocks[i];
@@ -322,8 +324,9 @@ torch::Tensor StridedConvTimeMajor(const torch::Tensor& x, const torch::Tensor& 
   TORCH_CHECK(x.dim() == 3 && gemm_weight.dim() == 2 && gemm_weight.size(0) == kernel * x.size(2),
               "strided conv: input ", x.sizes(), " does not match weight ", gemm_weight.sizes(),
               " with kernel ", kernel);
-  TORCH_CHECK(x.size(1) >= kernel && stride > 0, "strided conv: ", x.size(1),
-              " frames are fewer than the kernel (", kernel, ")");
+  TORCH_CHECK(stride > 0, "strided conv: stride must be positive, got ", stride);
+  TORCH_CHECK(x.size(1) >= kernel, "strided conv: ", x.size(1), " frames are fewer than the kernel (",
+              kernel, ")");
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const torch::Tensor in = x.contiguous();
   const int64_t batch = in.size(0), frames = in.size(1), channels = in.size(2);
@@ -352,9 +355,13 @@ void ChannelNormTimeMajor_(torch::Tensor& x, const torch::Tensor& gamma, const t
               " affine channels do not match");
   const bool kernel_type = x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kBFloat16;
   if (!x.is_cpu() || !kernel_type) {
+    // Tensor ops, statistics in float32 at least.
     torch::NoGradGuard no_grad;
-    auto [variance, mean] = at::var_mean(x, {1}, /*unbiased=*/false, /*keepdim=*/true);
-    x.sub_(mean).mul_((variance + eps).rsqrt() * gamma.to(x.dtype())).add_(beta.to(x.dtype()));
+    const at::ScalarType math = at::promote_types(x.scalar_type(), torch::kFloat);
+    torch::Tensor y = x.to(math);
+    auto [variance, mean] = at::var_mean(y, {1}, /*unbiased=*/false, /*keepdim=*/true);
+    y.sub_(mean).mul_((variance + eps).rsqrt() * gamma.to(math)).add_(beta.to(math));
+    if (!y.is_same(x)) x.copy_(y);
     return;
   }
   const torch::Tensor g = gamma.to(torch::kFloat).contiguous(), b = beta.to(torch::kFloat).contiguous();

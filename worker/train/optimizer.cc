@@ -119,6 +119,9 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
       at::parallel_for(0, p.numel(), kGrain, [&](int64_t begin, int64_t end) {
         AdamWChunk(param, grad, exp_avg, exp_avg_sq, begin, end, scalars);
       });
+      // Written through a raw pointer: count it as an in-place update, so whatever is keyed
+      // on the version counter (the feature encoder's cached GEMM weights) sees the change.
+      p.unsafeGetTensorImpl()->bump_version();
     }
   }
   return loss;
